@@ -1,0 +1,100 @@
+/* store.h - the results database (SQLite). The only code that speaks SQL.
+ *
+ * One file per campaign (or per shard). The schema carries its version in
+ * PRAGMA user_version and is migrated forward on open, one transaction per
+ * step (docs/schema.md). The database runs in WAL mode with a busy timeout.
+ * Each finished job is stored in its own transaction (rule 6), under a
+ * deterministic key, so re-running or resuming a sweep never duplicates rows:
+ * store_put_eval() on an existing key is a no-op that reports it.
+ *
+ * Tables (version 1):
+ *   runs(run_id, campaign, config_path, config_text, tool_version, seed, host,
+ *        started_at, ended_at, status)
+ *   operating_points(op_key, device, label)            one per distinct point
+ *   op_knobs(op_key, knob, value)                      its knob values
+ *   evaluations(eval_key, run_id, campaign, op_key, chip, workload, model_path,
+ *        model_hash, dataset, n_samples, n_correct, accuracy, bits_exposed,
+ *        faults_injected, bits_changed, seconds, created_at)
+ * Views: accuracy_by_point (mean/std/min/max accuracy over chips per point). */
+#ifndef APX_STORE_H
+#define APX_STORE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "error.h"
+
+#define STORE_SCHEMA_VERSION 1
+
+/* A handle may be shared by threads: calls on it are serialized. */
+typedef struct store store;
+
+/* Opens (creating if needed) and migrates a results database. A database
+ * whose user_version is newer than STORE_SCHEMA_VERSION is refused (written
+ * by a newer apxsim), as is a file that is not an apxsim database. */
+int store_open(const char *path, store **out, apx_error *err);
+/* Opens an existing database read-only, for queries; never creates or migrates
+ * (an older schema is still readable if its version is known). */
+int store_open_readonly(const char *path, store **out, apx_error *err);
+void store_close(store *s);
+int store_schema_version(store *s);
+
+typedef struct store_run {
+    const char *campaign;      /* sweep name */
+    const char *config_path;
+    const char *config_text;   /* the exact YAML text */
+    const char *tool_version;
+    uint64_t seed;
+} store_run;
+
+/* Inserts a run row (host and started_at filled in here); returns its id. */
+int store_run_begin(store *s, const store_run *run, int64_t *run_id, apx_error *err);
+/* Sets ended_at and status ("done", "interrupted", "failed"). */
+int store_run_end(store *s, int64_t run_id, const char *status, apx_error *err);
+
+typedef struct store_eval {
+    const char *eval_key;      /* deterministic: see sweep.c */
+    int64_t run_id;
+    const char *campaign;
+    const char *op_key;        /* deterministic key of the operating point */
+    const char *device;        /* device kind */
+    const char *op_label;      /* e.g. "ber=0.001" */
+    const char *const *knobs;  /* knob names, n_knobs of them */
+    const double *values;
+    int n_knobs;
+    uint32_t chip;
+    const char *workload;      /* workload name */
+    const char *model_path;
+    const char *model_hash;
+    const char *dataset;       /* e.g. "fashion-mnist/test" */
+    uint32_t n_samples, n_correct;
+    uint64_t bits_exposed;     /* bits in approximate memory */
+    uint64_t faults_injected;  /* faults in the map */
+    uint64_t bits_changed;     /* stored bits whose value changed */
+    double seconds;            /* wall time of the job */
+} store_eval;
+
+/* Stores one evaluation (and its operating point, if new) in one transaction.
+ * *inserted is 0 when the key was already there (nothing changed). */
+int store_put_eval(store *s, const store_eval *e, int *inserted, apx_error *err);
+/* Whether an evaluation with this key exists. */
+int store_has_eval(store *s, const char *eval_key, int *exists, apx_error *err);
+/* Number of rows in evaluations. */
+int store_count_evals(store *s, int64_t *n, apx_error *err);
+
+/* Query output. */
+enum store_format { STORE_TABLE, STORE_CSV, STORE_JSON };
+
+/* Runs one SQL statement (a SELECT, or a preset's text) and prints its rows:
+ * an aligned text table, RFC 4180 CSV with a header, or a JSON array of
+ * objects. Statements that would write are refused on read-only handles. */
+int store_print_query(store *s, const char *sql, enum store_format fmt, FILE *out,
+                      apx_error *err);
+
+/* Query presets, by name ("accuracy"); NULL if unknown. Their SQL text lives
+ * in results/presets/NAME.sql and is compiled in. */
+const char *store_preset_sql(const char *name);
+/* NULL-terminated list of preset names. */
+extern const char *const store_preset_names[];
+
+#endif

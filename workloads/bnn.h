@@ -1,0 +1,131 @@
+/* bnn.h - binarized neural networks: the model, its memory image, inference.
+ *
+ * A model is a list of fully connected layers:
+ *   BNN_DENSE_U8   first layer: 8-bit pixels x binary weights, exact integer
+ *                  pre-activation a = sum_j w_j * p_j, p_j in 0..255;
+ *   BNN_DENSE_BIN  hidden layer: binary inputs x binary weights,
+ *                  a = in - 2 * popcount(w XOR x);
+ *   BNN_DENSE_OUT  last layer: like BNN_DENSE_BIN but no threshold; its
+ *                  integer scores s_c = a_c are the class scores (the learned
+ *                  Scale of the float network is stored, scale > 0, so the
+ *                  argmax is that of the integer scores; ties -> lowest class).
+ * Hidden layers (U8 and BIN) end in a folded batch norm + sign: neuron i fires
+ * (output bit 1, i.e. +1) iff a > threshold[i] when direction[i] = +1, and iff
+ * a < threshold[i] when direction[i] = -1 (gamma < 0). See
+ * docs/bnn-format.md and ../shared facts bnn.md section 1 for the folding.
+ *
+ * Bits: 1 means +1, 0 means -1. Weight row r of a layer is `words` 64-bit
+ * words, input j at bit (j % 64) of word (j / 64); padding bits past `in` are
+ * zero in a clean model and are never read as data (kernels mask them).
+ *
+ * The memory image: all packed weights of a model live in one array of
+ * 64-bit words (`image`), layer after layer (the layout table `tensors`).
+ * This is what the simulated memory holds; fault maps are applied to a copy
+ * of it, and inference reads whatever image it is given. Thresholds live
+ * outside the image (exact memory) in this version. */
+#ifndef APX_BNN_H
+#define APX_BNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../sim/error.h"
+#include "dataset.h"
+
+enum bnn_layer_kind { BNN_DENSE_U8 = 1, BNN_DENSE_BIN = 2, BNN_DENSE_OUT = 3 };
+
+#define BNN_MAX_LAYERS 64
+#define BNN_MAX_WIDTH (1u << 20)
+
+typedef struct bnn_layer {
+    uint32_t kind;          /* enum bnn_layer_kind */
+    uint32_t in, out;       /* fan-in, neurons */
+    uint32_t words;         /* 64-bit words per weight row: ceil(in / 64) */
+    size_t offset;          /* first word of this layer's weights in the image */
+    int32_t *threshold;     /* [out]; NULL for BNN_DENSE_OUT */
+    int8_t *direction;      /* [out], +1 or -1; NULL for BNN_DENSE_OUT */
+    float scale;            /* BNN_DENSE_OUT: score scale (> 0), else 0 */
+} bnn_layer;
+
+typedef struct bnn_model {
+    char name[64];
+    uint32_t in_rows, in_cols;  /* input image size; in of layer 0 = rows * cols */
+    uint32_t n_classes;         /* out of the last layer */
+    uint32_t n_layers;
+    bnn_layer *layers;
+    uint64_t *image;            /* packed weights of all layers */
+    size_t image_words;
+} bnn_model;
+
+/* A region of the memory image that faults may hit: one weight tensor.
+ * Fault maps index its *used* bits row by row: bit b = row * cols + col,
+ * which lives at image bit (offset + row * words) * 64 + col. */
+typedef struct bnn_tensor {
+    uint32_t layer;
+    uint32_t rows, cols;        /* out, in */
+} bnn_tensor;
+
+static inline uint64_t bnn_tensor_bits(const bnn_model *m, uint32_t layer) {
+    return (uint64_t)m->layers[layer].out * m->layers[layer].in;
+}
+
+/* Allocates a model with the given layer widths: widths[0] = input size
+ * (rows * cols), widths[n_layers] = classes. Layer 0 is BNN_DENSE_U8, the last
+ * BNN_DENSE_OUT, the rest BNN_DENSE_BIN. Weights all -1 (zero bits),
+ * thresholds 0, directions +1, scale 1. */
+int bnn_create(bnn_model *m, const char *name, uint32_t in_rows, uint32_t in_cols,
+               uint32_t n_layers, const uint32_t *widths, apx_error *err);
+void bnn_free(bnn_model *m);
+
+/* Weight access on the model's own image (for training export and tests). */
+static inline int bnn_weight_get(const bnn_model *m, uint32_t l, uint32_t r, uint32_t c) {
+    const bnn_layer *L = &m->layers[l];
+    return (int)(m->image[L->offset + (size_t)r * L->words + c / 64] >> (c % 64) & 1);
+}
+static inline void bnn_weight_set(bnn_model *m, uint32_t l, uint32_t r, uint32_t c, int bit) {
+    const bnn_layer *L = &m->layers[l];
+    uint64_t *w = &m->image[L->offset + (size_t)r * L->words + c / 64];
+    uint64_t mask = 1ull << (c % 64);
+    *w = bit ? (*w | mask) : (*w & ~mask);
+}
+
+/* Folds batch norm into an integer threshold and direction for one neuron
+ * (facts bnn.md section 1): tau = mu - beta * sqrt(var + eps) / gamma, and
+ * the pre-activation seen by the float network is a / input_scale (255 for the
+ * 8-bit first layer trained on p/255, 1 otherwise). The neuron fires iff
+ * BN(a / input_scale) > 0 (strict, as the group's binariser). gamma == 0 gives
+ * a constant neuron. fan_in bounds |a| / input_scale for clamping. */
+void bnn_fold_bn(double gamma, double beta, double mean, double var, double eps,
+                 double input_scale, double max_abs_a, int32_t *threshold,
+                 int8_t *direction);
+
+/* Per-thread scratch for inference. */
+typedef struct bnn_workspace bnn_workspace;
+bnn_workspace *bnn_workspace_new(const bnn_model *m);
+void bnn_workspace_free(bnn_workspace *ws);
+
+/* Classifies one image using weights from `image` (the model's own or a
+ * faulty copy with the same layout). scores, if non-NULL, receives the
+ * n_classes integer scores. Returns the predicted class. */
+int bnn_classify(const bnn_model *m, const uint64_t *image, const uint8_t *pixels,
+                 bnn_workspace *ws, int32_t *scores);
+
+/* Classifies samples [begin, end) of d; writes predictions (if non-NULL,
+ * indexed from begin) and returns the number classified correctly. */
+size_t bnn_eval_range(const bnn_model *m, const uint64_t *image, const dataset *d,
+                      uint32_t begin, uint32_t end, bnn_workspace *ws, uint8_t *predictions);
+
+/* Model files (.bnn, docs/bnn-format.md): versioned, little endian, CRC32
+ * checked. The reader validates every count against the file size before it
+ * allocates, and names what is wrong. */
+int bnn_load(const char *path, bnn_model *m, apx_error *err);
+int bnn_save(const bnn_model *m, const char *path, apx_error *err);
+/* Reads from / writes to memory (the file functions use these). */
+int bnn_decode(const uint8_t *buf, size_t len, const char *name, bnn_model *m, apx_error *err);
+int bnn_encode(const bnn_model *m, uint8_t **buf, size_t *len, apx_error *err);
+
+/* A stable 64-bit content hash of the model (weights, thresholds, shapes), as
+ * 16 hex digits + NUL, for provenance in the results store. */
+void bnn_hash_hex(const bnn_model *m, char out[17]);
+
+#endif
