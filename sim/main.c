@@ -1,0 +1,558 @@
+/* main.c - the apxsim command line: git-style subcommands.
+ *
+ * Exit status (docs/DESIGN.md): 0 ok, 1 failure during work, 2 bad input or
+ * usage, 130 interrupted. Every subcommand has --help. Library code returns
+ * errors; only this file prints them and exits. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../models/device.h"
+#include "../workloads/bnn.h"
+#include "../workloads/dataset.h"
+#include "../workloads/train.h"
+#include "apxsim_version.h"
+#include "config.h"
+#include "progress.h"
+#include "store.h"
+#include "sweep.h"
+
+static volatile int g_stop;
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static void catch_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* Prints the error and returns its exit status. */
+static int report(const apx_error *err) {
+    fprintf(stderr, "apxsim: %s\n", err->msg);
+    if (err->code == APX_EINTR) return 130;
+    return err->code == APX_EINPUT ? 2 : 1;
+}
+
+static int usage_error(const char *cmd, const char *fmt, const char *arg) {
+    fprintf(stderr, "apxsim %s: ", cmd);
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'apxsim %s --help'.\n", cmd);
+    return 2;
+}
+
+/* Strict number parsing for options. */
+static int parse_u32(const char *s, uint32_t *out) {
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s || *end || s[0] == '-' || v > UINT32_MAX) return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int parse_u64(const char *s, uint64_t *out) {
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s || *end || s[0] == '-') return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_double(const char *s, double *out) {
+    char *end;
+    *out = strtod(s, &end);
+    return (!*s || *end) ? -1 : 0;
+}
+
+/* ---- train --------------------------------------------------------------- */
+
+static const char train_help[] =
+    "Usage: apxsim train RECIPE.yaml [options]\n"
+    "\n"
+    "Trains a fully connected BNN on Fashion-MNIST in C (latent float weights,\n"
+    "straight-through estimator, batch norm, Adam, step learning rate) and writes\n"
+    "the folded, packed model as a .bnn file. The recipe (see\n"
+    "configs/workloads/fmnist-fc.yaml) fixes the architecture, the seed and every\n"
+    "hyper-parameter, so the same recipe reproduces the same model.\n"
+    "\n"
+    "After every epoch it prints the loss, the training accuracy, the test\n"
+    "accuracy of the exported (folded, packed) model and samples per second.\n"
+    "\n"
+    "Options:\n"
+    "  -o, --output FILE   write the model here instead of the recipe's 'output'\n"
+    "      --epochs N      override the recipe's epoch count\n"
+    "      --limit N       train on the first N training samples only\n"
+    "      --data DIR      Fashion-MNIST directory (default: $" FMNIST_ENV " or\n"
+    "                      " FMNIST_DEFAULT_DIR ")\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "Example:\n"
+    "  apxsim train configs/workloads/fmnist-fc.yaml -o /tmp/fc.bnn\n";
+
+static void print_epoch(void *ctx, const train_epoch_stats *s) {
+    (void)ctx;
+    printf("epoch %3u/%u  loss %.4f  train %.2f%%  test %.2f%%  %.0f samples/s  %.1f s  "
+           "lr %.2g\n",
+           s->epoch, s->epochs, s->loss, 100 * s->train_accuracy, 100 * s->test_accuracy,
+           s->samples_per_s, s->seconds, s->lr);
+    fflush(stdout);
+}
+
+static int cmd_train(int argc, char **argv) {
+    static const struct option opts[] = {{"output", required_argument, 0, 'o'},
+                                         {"epochs", required_argument, 0, 'e'},
+                                         {"limit", required_argument, 0, 'l'},
+                                         {"data", required_argument, 0, 'd'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *output = NULL, *data = NULL;
+    uint32_t epochs = 0, limit = 0;
+    int have_limit = 0, c;
+    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': output = optarg; break;
+        case 'e':
+            if (parse_u32(optarg, &epochs) || !epochs)
+                return usage_error("train", "--epochs needs a positive integer, got '%s'", optarg);
+            break;
+        case 'l':
+            if (parse_u32(optarg, &limit))
+                return usage_error("train", "--limit needs a count, got '%s'", optarg);
+            have_limit = 1;
+            break;
+        case 'd': data = optarg; break;
+        case 'h': fputs(train_help, stdout); return 0;
+        default: return usage_error("train", "%s", "unknown option");
+        }
+    }
+    if (optind + 1 != argc) return usage_error("train", "%s", "expects one RECIPE.yaml");
+    apx_error err = {0};
+    cfg_doc *doc = cfg_load_file(argv[optind], &err);
+    if (!doc) return report(&err);
+    train_recipe r;
+    int rc = train_recipe_from_yaml(cfg_root(doc), &r, &err);
+    dataset train = {0}, test = {0};
+    bnn_model model = {0};
+    if (rc) goto out;
+    if (epochs) r.epochs = epochs;
+    if (have_limit) r.train_limit = limit;
+    if (data) r.data_dir = data;
+    if (output) r.output = output;
+    if (!r.output) {
+        rc = apx_fail(&err, APX_EINPUT, "%s has no 'output' and no --output was given",
+                      argv[optind]);
+        goto out;
+    }
+    if ((rc = fmnist_load(r.data_dir, "train", r.train_limit, &train, &err)) ||
+        (rc = fmnist_load(r.data_dir, "test", 0, &test, &err)))
+        goto out;
+    printf("training %s: %u epochs on %u samples, batch %u, seed %llu\n", r.name, r.epochs,
+           train.n, r.batch, (unsigned long long)r.seed);
+    catch_signals();
+    rc = train_run(&r, &train, &test, print_epoch, NULL, &g_stop, &model, &err);
+    if (rc) goto out;
+    if ((rc = bnn_save(&model, r.output, &err))) goto out;
+    printf("wrote %s\n", r.output);
+out:
+    bnn_free(&model);
+    dataset_free(&train);
+    dataset_free(&test);
+    cfg_free(doc);
+    return rc ? report(&err) : 0;
+}
+
+/* ---- eval ---------------------------------------------------------------- */
+
+static const char eval_help[] =
+    "Usage: apxsim eval MODEL.bnn [options]\n"
+    "\n"
+    "Evaluates a model on Fashion-MNIST and reports its accuracy and speed in\n"
+    "inferences per second. With --ber, the weights first get the uniform\n"
+    "device's bit errors for that chip (the same faults a sweep would inject).\n"
+    "\n"
+    "Options:\n"
+    "      --split S       test (default) or train\n"
+    "      --limit N       evaluate the first N samples only\n"
+    "      --threads N     worker threads (default: one per core)\n"
+    "      --ber P         inject uniform bit errors at rate P into the weights\n"
+    "      --seed S        run seed for the faults (default 1)\n"
+    "      --chip C        chip index for the faults (default 0)\n"
+    "      --data DIR      Fashion-MNIST directory (default: $" FMNIST_ENV " or\n"
+    "                      " FMNIST_DEFAULT_DIR ")\n"
+    "      --json          print one JSON object instead of text\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "Example:\n"
+    "  apxsim eval workloads/zoo/fmnist-fc.bnn --ber 0.01\n";
+
+static int cmd_eval(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"split", required_argument, 0, 's'}, {"limit", required_argument, 0, 'l'},
+        {"threads", required_argument, 0, 't'}, {"ber", required_argument, 0, 'b'},
+        {"seed", required_argument, 0, 'S'}, {"chip", required_argument, 0, 'c'},
+        {"data", required_argument, 0, 'd'}, {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *split = "test", *data = NULL;
+    uint32_t limit = 0, threads = 0, chip = 0;
+    uint64_t seed = 1;
+    double ber = -1;
+    int json = 0, c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': split = optarg; break;
+        case 'l':
+            if (parse_u32(optarg, &limit))
+                return usage_error("eval", "--limit needs a count, got '%s'", optarg);
+            break;
+        case 't':
+            if (parse_u32(optarg, &threads) || threads > 1024)
+                return usage_error("eval", "--threads needs a count up to 1024, got '%s'", optarg);
+            break;
+        case 'b':
+            if (parse_double(optarg, &ber) || !(ber >= 0 && ber <= 1))
+                return usage_error("eval", "--ber needs a rate between 0 and 1, got '%s'", optarg);
+            break;
+        case 'S':
+            if (parse_u64(optarg, &seed))
+                return usage_error("eval", "--seed needs a non-negative integer, got '%s'", optarg);
+            break;
+        case 'c':
+            if (parse_u32(optarg, &chip))
+                return usage_error("eval", "--chip needs a chip index, got '%s'", optarg);
+            break;
+        case 'd': data = optarg; break;
+        case 'j': json = 1; break;
+        case 'h': fputs(eval_help, stdout); return 0;
+        default: return usage_error("eval", "%s", "unknown option");
+        }
+    }
+    if (optind + 1 != argc) return usage_error("eval", "%s", "expects one MODEL.bnn");
+    if (strcmp(split, "test") && strcmp(split, "train"))
+        return usage_error("eval", "--split must be test or train, got '%s'", split);
+    apx_error err = {0};
+    sweep_workload w;
+    if (sweep_workload_load(argv[optind], data, split, limit, &w, &err)) return report(&err);
+    device *dev = NULL;
+    cfg_doc *devdoc = NULL;
+    int rc = APX_OK;
+    if (ber >= 0) {
+        static const char uniform_yaml[] = "kind: uniform\n";
+        devdoc = cfg_load_string(uniform_yaml, sizeof uniform_yaml - 1, "--ber", &err);
+        if (!devdoc || device_create(cfg_root(devdoc), &dev, &err)) rc = err.code;
+    }
+    uint64_t *scratch = malloc(w.model.image_words * sizeof *scratch);
+    job_result r;
+    if (rc == APX_OK && !scratch) rc = apx_fail(&err, APX_EWORK, "out of memory");
+    if (rc == APX_OK)
+        rc = sweep_eval_job(&w, dev, &ber, seed, chip, threads, scratch, &r, &err);
+    if (rc == APX_OK) {
+        double acc = r.n_samples ? (double)r.n_correct / r.n_samples : 0;
+        double ips = r.seconds > 0 ? r.n_samples / r.seconds : 0;
+        uint32_t nt = sweep_threads(threads);
+        if (json)
+            printf("{\"model\": \"%s\", \"model_hash\": \"%s\", \"dataset\": \"%s\", "
+                   "\"samples\": %u, \"correct\": %u, \"accuracy\": %.6f, \"ber\": %g, "
+                   "\"faults\": %llu, \"threads\": %u, \"seconds\": %.6f, "
+                   "\"inferences_per_s\": %.1f}\n",
+                   w.model.name, w.model_hash, w.dataset_name, r.n_samples, r.n_correct, acc,
+                   ber < 0 ? 0 : ber, (unsigned long long)r.faults, nt, r.seconds, ips);
+        else {
+            printf("model      %s (%s, %u layers)\n", argv[optind], w.model_hash,
+                   w.model.n_layers);
+            printf("data       %s, %u samples\n", w.dataset_name, r.n_samples);
+            if (dev)
+                printf("faults     %llu of %llu weight bits (ber %g, seed %llu, chip %u)\n",
+                       (unsigned long long)r.faults, (unsigned long long)r.bits_exposed, ber,
+                       (unsigned long long)seed, chip);
+            printf("accuracy   %.2f%% (%u/%u)\n", 100 * acc, r.n_correct, r.n_samples);
+            printf("speed      %.0f inferences/s on %u thread%s (%.0f per thread), %.3f s\n",
+                   ips, nt, nt == 1 ? "" : "s", ips / nt, r.seconds);
+        }
+    }
+    free(scratch);
+    device_destroy(dev);
+    cfg_free(devdoc);
+    sweep_workload_free(&w);
+    return rc ? report(&err) : 0;
+}
+
+/* ---- sweep --------------------------------------------------------------- */
+
+static const char sweep_help[] =
+    "Usage: apxsim sweep CONFIG.yaml [options]\n"
+    "\n"
+    "Runs a sweep: every operating point of the device x every chip, each a job\n"
+    "that injects that chip's faults into the model's weights and evaluates the\n"
+    "data set. Each finished job is committed to the results database at once;\n"
+    "jobs already in the database are skipped, so running the same command\n"
+    "again after an interruption (Ctrl-C, kill) finishes the sweep. Results do\n"
+    "not depend on the thread count.\n"
+    "\n"
+    "Options:\n"
+    "  -o, --output DB     results database (default: the config's 'output')\n"
+    "  -j, --threads N     worker threads (default: the config's, else one per core)\n"
+    "  -q, --quiet         no progress line and no summary table\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "Example:\n"
+    "  apxsim sweep configs/sweeps/quickstart.yaml\n"
+    "  apxsim query results/quickstart.db --preset accuracy\n";
+
+static int cmd_query_print(const char *db, const char *preset, enum store_format fmt);
+
+static void sweep_progress(void *ctx, size_t done, size_t total) {
+    progress_update(ctx, done, total);
+}
+
+static int cmd_sweep(int argc, char **argv) {
+    static const struct option opts[] = {{"output", required_argument, 0, 'o'},
+                                         {"threads", required_argument, 0, 'j'},
+                                         {"quiet", no_argument, 0, 'q'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *output = NULL;
+    uint32_t threads = 0;
+    int quiet = 0, c;
+    while ((c = getopt_long(argc, argv, "o:j:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': output = optarg; break;
+        case 'j':
+            if (parse_u32(optarg, &threads) || threads > 256)
+                return usage_error("sweep", "--threads needs a count up to 256, got '%s'", optarg);
+            break;
+        case 'q': quiet = 1; break;
+        case 'h': fputs(sweep_help, stdout); return 0;
+        default: return usage_error("sweep", "%s", "unknown option");
+        }
+    }
+    if (optind + 1 != argc) return usage_error("sweep", "%s", "expects one CONFIG.yaml");
+    apx_error err = {0};
+    sweep_plan plan;
+    if (sweep_plan_load(argv[optind], &plan, &err)) return report(&err);
+    const char *db = output ? output : plan.output;
+    char what[160];
+    snprintf(what, sizeof what, "sweep %s", plan.name);
+    progress bar;
+    progress_begin(&bar, what, "jobs", quiet);
+    catch_signals();
+    sweep_stats st;
+    int rc = sweep_run(&plan, db, cfg_text(plan.doc), threads, sweep_progress, &bar, &g_stop,
+                       &st, &err);
+    progress_end(&bar);
+    sweep_plan_free(&plan);
+    if (rc == APX_EINTR) {
+        fprintf(stderr,
+                "apxsim: sweep interrupted after %zu of %zu jobs; the finished ones are in "
+                "%s.\nRun the same command again to finish it.\n",
+                st.jobs_done + st.jobs_skipped, st.jobs_total, db);
+        return 130;
+    }
+    if (rc) return report(&err);
+    if (!quiet) {
+        printf("%zu jobs run, %zu already in the database, %.1f s\n\n", st.jobs_done,
+               st.jobs_skipped, st.seconds);
+        if ((rc = cmd_query_print(db, "accuracy", STORE_TABLE))) return rc;
+        printf("\nresults: %s\n", db);
+    }
+    return 0;
+}
+
+/* ---- query --------------------------------------------------------------- */
+
+static const char query_help[] =
+    "Usage: apxsim query DB [--preset NAME | --sql SQL] [--format table|csv|json]\n"
+    "\n"
+    "Prints results from a database written by 'apxsim sweep'. A preset is a\n"
+    "named query; --sql runs one SELECT of your own (the database is opened\n"
+    "read-only). CSV and JSON open directly in pandas, R or a spreadsheet;\n"
+    "the database itself opens in sqlite3 (docs/schema.md has the tables).\n"
+    "\n"
+    "Options:\n"
+    "  -p, --preset NAME   a named query (default: accuracy); --list shows them\n"
+    "      --sql SQL       one SQL statement instead of a preset\n"
+    "  -f, --format F      table (default), csv or json\n"
+    "      --list          list the presets\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "Presets:\n"
+    "  accuracy   mean, std and min accuracy over chips per operating point\n"
+    "\n"
+    "Example:\n"
+    "  apxsim query results/quickstart.db --preset accuracy --format csv\n";
+
+static int run_query(const char *db, const char *sql, enum store_format fmt) {
+    apx_error err = {0};
+    store *s;
+    if (store_open_readonly(db, &s, &err)) return report(&err);
+    int rc = store_print_query(s, sql, fmt, stdout, &err);
+    store_close(s);
+    return rc ? report(&err) : 0;
+}
+
+static int cmd_query_print(const char *db, const char *preset, enum store_format fmt) {
+    const char *sql = store_preset_sql(preset);
+    if (!sql) {
+        fprintf(stderr, "apxsim query: unknown preset '%s'; known presets:", preset);
+        for (const char *const *p = store_preset_names; *p; p++) fprintf(stderr, " %s", *p);
+        fprintf(stderr, "\n");
+        return 2;
+    }
+    return run_query(db, sql, fmt);
+}
+
+static int cmd_query(int argc, char **argv) {
+    static const struct option opts[] = {{"preset", required_argument, 0, 'p'},
+                                         {"sql", required_argument, 0, 's'},
+                                         {"format", required_argument, 0, 'f'},
+                                         {"list", no_argument, 0, 'l'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *preset = NULL, *sql = NULL;
+    enum store_format fmt = STORE_TABLE;
+    int c;
+    while ((c = getopt_long(argc, argv, "p:f:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'p': preset = optarg; break;
+        case 's': sql = optarg; break;
+        case 'f':
+            if (!strcmp(optarg, "table")) fmt = STORE_TABLE;
+            else if (!strcmp(optarg, "csv")) fmt = STORE_CSV;
+            else if (!strcmp(optarg, "json")) fmt = STORE_JSON;
+            else return usage_error("query", "--format must be table, csv or json, got '%s'", optarg);
+            break;
+        case 'l':
+            for (const char *const *p = store_preset_names; *p; p++) printf("%s\n", *p);
+            return 0;
+        case 'h': fputs(query_help, stdout); return 0;
+        default: return usage_error("query", "%s", "unknown option");
+        }
+    }
+    if (optind + 1 != argc) return usage_error("query", "%s", "expects one DB");
+    if (preset && sql) return usage_error("query", "%s", "give --preset or --sql, not both");
+    if (sql) return run_query(argv[optind], sql, fmt);
+    return cmd_query_print(argv[optind], preset ? preset : "accuracy", fmt);
+}
+
+/* ---- check --------------------------------------------------------------- */
+
+static const char check_help[] =
+    "Usage: apxsim check CONFIG.yaml\n"
+    "\n"
+    "Validates a sweep config or a training recipe without running it: every\n"
+    "key, type and range, the device and its operating points, and that the\n"
+    "model file and the data set can be read. Prints the plan (operating\n"
+    "points x chips = jobs). Errors name the file, line and column.\n"
+    "\n"
+    "Example:\n"
+    "  apxsim check configs/sweeps/quickstart.yaml\n";
+
+static int check_sweep(const char *path, apx_error *err) {
+    sweep_plan plan;
+    if (sweep_plan_load(path, &plan, err)) return err->code;
+    bnn_model m;
+    int rc = bnn_load(plan.model_path, &m, err);
+    if (rc == APX_OK) {
+        printf("%s: sweep '%s'\n", path, plan.name);
+        printf("  model      %s (%u layers, %zu weight words)\n", plan.model_path, m.n_layers,
+               m.image_words);
+        printf("  data       fashion-mnist/%s in %s\n", plan.split, fmnist_dir(plan.data_dir));
+        printf("  device     %s (%s)\n", plan.dev->ops->kind, plan.dev->ops->summary);
+        printf("  plan       %zu operating points x %u chips = %zu jobs\n", plan.n_points,
+               plan.chips, plan.n_points * plan.chips);
+        printf("  output     %s\n", plan.output);
+        bnn_free(&m);
+    }
+    sweep_plan_free(&plan);
+    return rc;
+}
+
+static int cmd_check(int argc, char **argv) {
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(check_help, stdout);
+        return 0;
+    }
+    if (argc != 2 || argv[1][0] == '-') return usage_error("check", "%s", "expects one CONFIG.yaml");
+    apx_error err = {0};
+    cfg_doc *doc = cfg_load_file(argv[1], &err);
+    if (!doc) return report(&err);
+    const cfg_node *root = cfg_root(doc);
+    int is_sweep = root->kind == CFG_MAP && cfg_find(root, "operating_points");
+    int is_recipe = root->kind == CFG_MAP && cfg_find(root, "layers");
+    int rc;
+    if (is_sweep) {
+        rc = check_sweep(argv[1], &err);
+    } else if (is_recipe) {
+        train_recipe r;
+        rc = train_recipe_from_yaml(root, &r, &err);
+        if (rc == APX_OK)
+            printf("%s: training recipe '%s', %u layers, %u epochs, seed %llu -> %s\n", argv[1],
+                   r.name, r.n_widths - 1, r.epochs, (unsigned long long)r.seed,
+                   r.output ? r.output : "(no output)");
+    } else {
+        rc = cfg_fail(root, &err,
+                      "not a sweep (no 'operating_points') or a training recipe (no 'layers')");
+    }
+    cfg_free(doc);
+    return rc ? report(&err) : 0;
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
+static const struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} commands[] = {
+    {"sweep", cmd_sweep, "run a sweep of operating points x chips into a results database"},
+    {"eval", cmd_eval, "evaluate a model's accuracy and speed, optionally with bit errors"},
+    {"train", cmd_train, "train a BNN from a YAML recipe and write a .bnn model"},
+    {"query", cmd_query, "print results from a database (presets, SQL; table, CSV, JSON)"},
+    {"check", cmd_check, "validate a sweep config or training recipe and show the plan"},
+};
+
+static void main_help(FILE *out) {
+    fprintf(out,
+            "apxsim %s - approximate-memory simulator for binarized neural networks\n"
+            "\n"
+            "Usage: apxsim COMMAND [options]   (apxsim COMMAND --help for details)\n"
+            "\n"
+            "Commands:\n",
+            APXSIM_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-7s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out,
+            "\n"
+            "Start here:\n"
+            "  apxsim sweep configs/sweeps/quickstart.yaml\n"
+            "  apxsim query results/quickstart.db --preset accuracy --format csv\n"
+            "\n"
+            "Exit status: 0 ok, 1 failure during work, 2 bad input or usage, 130 "
+            "interrupted.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        main_help(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        main_help(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("apxsim %s\n", APXSIM_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "apxsim: unknown command '%s'\n\n", argv[1]);
+    main_help(stderr);
+    return 2;
+}

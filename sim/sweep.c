@@ -1,0 +1,449 @@
+#include "sweep.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "apxsim_version.h"
+#include "progress.h"
+#include "store.h"
+
+uint32_t sweep_threads(uint32_t threads) {
+    if (threads) return threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (uint32_t)n : 1;
+}
+
+/* ---- plan ---------------------------------------------------------------- */
+
+static int load_points(const cfg_node *node, sweep_plan *p, apx_error *err) {
+    const device_ops *ops = p->dev->ops;
+    p->n_knobs = device_knob_count(ops);
+    if (cfg_expect_map(node, "operating_points", ops->knobs, err)) return err->code;
+    double *lists[DEVICE_MAX_KNOBS] = {0};
+    size_t lens[DEVICE_MAX_KNOBS] = {0};
+    int rc = APX_OK;
+    p->n_points = 1;
+    for (int k = 0; k < p->n_knobs && rc == APX_OK; k++) {
+        rc = cfg_get_double_list(node, ops->knobs[k], 1, -1e300, 1e300, SWEEP_MAX_POINTS,
+                                 &lists[k], &lens[k], err);
+        if (rc == APX_OK) {
+            p->n_points *= lens[k];
+            if (p->n_points > SWEEP_MAX_POINTS)
+                rc = cfg_fail(node, err, "the grid has more than %u operating points",
+                              SWEEP_MAX_POINTS);
+        }
+    }
+    if (rc == APX_OK) {
+        p->points = malloc(p->n_points * p->n_knobs * sizeof *p->points);
+        if (!p->points) rc = apx_fail(err, APX_EWORK, "out of memory");
+    }
+    /* Grid order: the first knob varies slowest. */
+    for (size_t i = 0; rc == APX_OK && i < p->n_points; i++) {
+        size_t rest = i;
+        for (int k = p->n_knobs - 1; k >= 0; k--) {
+            p->points[i * p->n_knobs + k] = lists[k][rest % lens[k]];
+            rest /= lens[k];
+        }
+        rc = ops->check_point(p->dev, &p->points[i * p->n_knobs], node, err);
+    }
+    for (int k = 0; k < p->n_knobs; k++) free(lists[k]);
+    return rc;
+}
+
+int sweep_plan_load(const char *path, sweep_plan *p, apx_error *err) {
+    static const char *const top_keys[] = {"name", "seed", "chips", "threads", "output",
+                                           "workload", "device", "operating_points", NULL};
+    static const char *const workload_keys[] = {"name", "model", "dataset", "split",
+                                                "limit", "data_dir", NULL};
+    static const char *const datasets[] = {"fashion-mnist", NULL};
+    static const char *const splits[] = {"test", "train", NULL};
+    memset(p, 0, sizeof *p);
+    p->doc = cfg_load_file(path, err);
+    if (!p->doc) return err->code;
+    p->config_path = path;
+    const cfg_node *root = cfg_root(p->doc), *w;
+    long long seed, chips, threads, limit;
+    int ds, split;
+    if (cfg_expect_map(root, "sweep", top_keys, err) ||
+        cfg_get_string(root, "name", 1, NULL, &p->name, err) ||
+        cfg_get_int(root, "seed", 0, 1, 0, INT64_MAX, &seed, err) ||
+        cfg_get_int(root, "chips", 0, 1, 1, SWEEP_MAX_CHIPS, &chips, err) ||
+        cfg_get_int(root, "threads", 0, 0, 0, 1024, &threads, err) ||
+        cfg_get_string(root, "output", 1, NULL, &p->output, err))
+        goto fail;
+    if (!(w = cfg_find(root, "workload"))) {
+        cfg_fail(root, err, "missing 'workload' section (model and data set)");
+        goto fail;
+    }
+    if (cfg_expect_map(w, "workload", workload_keys, err) ||
+        cfg_get_string(w, "name", 0, NULL, &p->workload_name, err) ||
+        cfg_get_string(w, "model", 1, NULL, &p->model_path, err) ||
+        cfg_get_enum(w, "dataset", 0, 0, datasets, &ds, err) ||
+        cfg_get_enum(w, "split", 0, 0, splits, &split, err) ||
+        cfg_get_int(w, "limit", 0, 0, 0, UINT32_MAX, &limit, err) ||
+        cfg_get_string(w, "data_dir", 0, NULL, &p->data_dir, err))
+        goto fail;
+    if (!p->workload_name) p->workload_name = p->model_path;
+    p->split = splits[split];
+    p->seed = (uint64_t)seed;
+    p->chips = (uint32_t)chips;
+    p->threads = (uint32_t)threads;
+    p->limit = (uint32_t)limit;
+    if (device_create(cfg_find(root, "device"), &p->dev, err)) goto fail;
+    p->points_at = cfg_find(root, "operating_points");
+    if (!p->points_at) {
+        cfg_fail(root, err, "missing 'operating_points' (a list of values per knob: %s)",
+                 p->dev->ops->knobs[0]);
+        goto fail;
+    }
+    if (load_points(p->points_at, p, err)) goto fail;
+    return APX_OK;
+fail:
+    sweep_plan_free(p);
+    return err->code;
+}
+
+void sweep_plan_free(sweep_plan *p) {
+    device_destroy(p->dev);
+    free(p->points);
+    cfg_free(p->doc);
+    memset(p, 0, sizeof *p);
+}
+
+void sweep_point_label(const sweep_plan *p, size_t i, char *buf, size_t len) {
+    size_t used = 0;
+    buf[0] = 0;
+    for (int k = 0; k < p->n_knobs && used < len; k++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%s=%g", k ? "," : "",
+                                 p->dev->ops->knobs[k], p->points[i * p->n_knobs + k]);
+}
+
+/* ---- keys ---------------------------------------------------------------- */
+
+/* Two 64-bit FNV-1a hashes with different offsets: a 128-bit key printed as
+ * 32 hex digits. Keys only need to be stable and collision-free at the scale
+ * of a campaign, not cryptographic. */
+typedef struct keyhash { uint64_t a, b; } keyhash;
+
+static void kh_init(keyhash *h) {
+    h->a = 0xcbf29ce484222325ull;
+    h->b = 0x84222325cbf29ce4ull;
+}
+
+static void kh_add(keyhash *h, const char *s) {
+    for (const unsigned char *c = (const unsigned char *)s;; c++) {
+        h->a = (h->a ^ *c) * 0x100000001b3ull;
+        h->b = (h->b ^ *c) * 0x100000001b3ull;
+        h->b ^= h->b >> 29;
+        if (!*c) break; /* the terminator separates fields */
+    }
+}
+
+static void kh_addf(keyhash *h, double v) {
+    char buf[40];
+    snprintf(buf, sizeof buf, "%.17g", v);
+    kh_add(h, buf);
+}
+
+/* The device's full config, so two devices of one kind never share keys. */
+static void kh_add_node(keyhash *h, const cfg_node *n) {
+    if (!n) return;
+    switch (n->kind) {
+    case CFG_SCALAR: kh_add(h, n->scalar); break;
+    case CFG_SEQ:
+        kh_add(h, "[");
+        for (size_t i = 0; i < n->n; i++) kh_add_node(h, n->items[i]);
+        kh_add(h, "]");
+        break;
+    case CFG_MAP:
+        kh_add(h, "{");
+        for (size_t i = 0; i < n->n; i++) {
+            kh_add(h, n->keys[i]);
+            kh_add_node(h, n->items[i]);
+        }
+        kh_add(h, "}");
+        break;
+    }
+}
+
+static void kh_hex(const keyhash *h, char out[33]) {
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h->a, (unsigned long long)h->b);
+}
+
+/* ---- one job ------------------------------------------------------------- */
+
+int sweep_workload_load(const char *model_path, const char *data_dir, const char *split,
+                        uint32_t limit, sweep_workload *w, apx_error *err) {
+    memset(w, 0, sizeof *w);
+    if (bnn_load(model_path, &w->model, err)) return err->code;
+    if (fmnist_load(data_dir, split, limit, &w->data, err)) {
+        bnn_free(&w->model);
+        return err->code;
+    }
+    if (w->data.rows != w->model.in_rows || w->data.cols != w->model.in_cols ||
+        w->data.n_classes != w->model.n_classes) {
+        int rc = apx_fail(err, APX_EINPUT,
+                          "%s expects %ux%u images and %u classes, the data set has %ux%u "
+                          "and %u",
+                          model_path, w->model.in_rows, w->model.in_cols, w->model.n_classes,
+                          w->data.rows, w->data.cols, w->data.n_classes);
+        sweep_workload_free(w);
+        return rc;
+    }
+    bnn_hash_hex(&w->model, w->model_hash);
+    if (limit)
+        snprintf(w->dataset_name, sizeof w->dataset_name, "fashion-mnist/%s[:%u]", split,
+                 w->data.n);
+    else
+        snprintf(w->dataset_name, sizeof w->dataset_name, "fashion-mnist/%s", split);
+    return APX_OK;
+}
+
+void sweep_workload_free(sweep_workload *w) {
+    bnn_free(&w->model);
+    dataset_free(&w->data);
+}
+
+typedef struct eval_slice {
+    const bnn_model *model;
+    const uint64_t *image;
+    const dataset *data;
+    uint32_t begin, end;
+    size_t correct;
+    int failed;
+} eval_slice;
+
+static void *eval_slice_run(void *arg) {
+    eval_slice *s = arg;
+    bnn_workspace *ws = bnn_workspace_new(s->model);
+    if (!ws) {
+        s->failed = 1;
+        return NULL;
+    }
+    s->correct = bnn_eval_range(s->model, s->image, s->data, s->begin, s->end, ws, NULL);
+    bnn_workspace_free(ws);
+    return NULL;
+}
+
+int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
+                   uint64_t seed, uint32_t chip, uint32_t threads, uint64_t *scratch,
+                   job_result *res, apx_error *err) {
+    const bnn_model *m = &w->model;
+    double t0 = progress_now();
+    memset(res, 0, sizeof *res);
+    memcpy(scratch, m->image, m->image_words * sizeof *scratch);
+    if (dev) {
+        fmap fm;
+        fmap_init(&fm, 0);
+        for (uint32_t l = 0; l < m->n_layers; l++) {
+            const bnn_layer *L = &m->layers[l];
+            uint64_t bits = bnn_tensor_bits(m, l);
+            int rc = dev->ops->faults(dev, op, seed, chip, l, bits, &fm, err);
+            if (rc) {
+                fmap_free(&fm);
+                return apx_wrap(err, "layer %u: ", l);
+            }
+            fmap_layout where = {scratch + L->offset, L->out, L->in, L->words};
+            res->bits_exposed += bits;
+            res->faults += fm.n;
+            res->bits_changed += fmap_apply(&fm, &where);
+        }
+        fmap_free(&fm);
+    }
+    uint32_t n = w->data.n;
+    threads = sweep_threads(threads);
+    if (threads > n) threads = n ? n : 1;
+    eval_slice slices[64];
+    pthread_t tid[64];
+    if (threads > 64) threads = 64;
+    for (uint32_t t = 0; t < threads; t++)
+        slices[t] = (eval_slice){m, scratch, &w->data, (uint32_t)((uint64_t)n * t / threads),
+                                 (uint32_t)((uint64_t)n * (t + 1) / threads), 0, 0};
+    for (uint32_t t = 1; t < threads; t++)
+        if (pthread_create(&tid[t], NULL, eval_slice_run, &slices[t])) slices[t].failed = 2;
+    eval_slice_run(&slices[0]);
+    int failed = slices[0].failed;
+    for (uint32_t t = 1; t < threads; t++) {
+        if (slices[t].failed != 2) pthread_join(tid[t], NULL);
+        failed |= slices[t].failed;
+        res->n_correct += (uint32_t)slices[t].correct;
+    }
+    res->n_correct += (uint32_t)slices[0].correct;
+    if (failed) return apx_fail(err, APX_EWORK, "evaluation: out of memory or threads");
+    res->n_samples = n;
+    res->seconds = progress_now() - t0;
+    return APX_OK;
+}
+
+/* ---- the pool ------------------------------------------------------------ */
+
+typedef struct job {
+    size_t point;
+    uint32_t chip;
+    char eval_key[33], op_key[33];
+} job;
+
+typedef struct pool {
+    const sweep_plan *plan;
+    const sweep_workload *w;
+    store *db;
+    int64_t run_id;
+    job *jobs;
+    size_t n_jobs, next, done;
+    volatile int *stop;
+    pthread_mutex_t lock;  /* guards next, done, db and the error */
+    int rc;
+    apx_error err;
+    sweep_progress_fn progress;
+    void *ctx;
+} pool;
+
+static int store_job(pool *P, const job *j, const job_result *r, apx_error *err) {
+    const sweep_plan *p = P->plan;
+    char label[256];
+    sweep_point_label(p, j->point, label, sizeof label);
+    store_eval e = {
+        .eval_key = j->eval_key,
+        .run_id = P->run_id,
+        .campaign = p->name,
+        .op_key = j->op_key,
+        .device = p->dev->ops->kind,
+        .op_label = label,
+        .knobs = p->dev->ops->knobs,
+        .values = &p->points[j->point * p->n_knobs],
+        .n_knobs = p->n_knobs,
+        .chip = j->chip,
+        .workload = p->workload_name,
+        .model_path = p->model_path,
+        .model_hash = P->w->model_hash,
+        .dataset = P->w->dataset_name,
+        .n_samples = r->n_samples,
+        .n_correct = r->n_correct,
+        .bits_exposed = r->bits_exposed,
+        .faults_injected = r->faults,
+        .bits_changed = r->bits_changed,
+        .seconds = r->seconds,
+    };
+    int inserted;
+    return store_put_eval(P->db, &e, &inserted, err);
+}
+
+static void *worker(void *arg) {
+    pool *P = arg;
+    const sweep_plan *p = P->plan;
+    uint64_t *scratch = malloc(P->w->model.image_words * sizeof *scratch);
+    apx_error err = {0};
+    int rc = scratch ? APX_OK : apx_fail(&err, APX_EWORK, "out of memory");
+    for (;;) {
+        pthread_mutex_lock(&P->lock);
+        int quit = rc || P->rc || *P->stop || P->next == P->n_jobs;
+        job *j = quit ? NULL : &P->jobs[P->next++];
+        pthread_mutex_unlock(&P->lock);
+        if (!j) break;
+        job_result r;
+        rc = sweep_eval_job(P->w, p->dev, &p->points[j->point * p->n_knobs], p->seed,
+                            j->chip, 1, scratch, &r, &err);
+        pthread_mutex_lock(&P->lock);
+        if (rc == APX_OK) rc = store_job(P, j, &r, &err);
+        if (rc == APX_OK) P->done++;
+        if (P->progress) P->progress(P->ctx, P->done, P->n_jobs);
+        pthread_mutex_unlock(&P->lock);
+    }
+    pthread_mutex_lock(&P->lock);
+    if (rc && !P->rc) {
+        P->rc = rc;
+        P->err = err;
+    }
+    pthread_mutex_unlock(&P->lock);
+    free(scratch);
+    return NULL;
+}
+
+static void make_keys(const sweep_plan *p, const sweep_workload *w, size_t point,
+                      uint32_t chip, job *j) {
+    keyhash op;
+    kh_init(&op);
+    kh_add(&op, "apxsim-op-v1");
+    kh_add(&op, p->dev->ops->kind);
+    kh_add_node(&op, cfg_find(cfg_root(p->doc), "device"));
+    for (int k = 0; k < p->n_knobs; k++) {
+        kh_add(&op, p->dev->ops->knobs[k]);
+        kh_addf(&op, p->points[point * p->n_knobs + k]);
+    }
+    kh_hex(&op, j->op_key);
+    keyhash ev = op;
+    kh_add(&ev, "apxsim-eval-v1");
+    kh_add(&ev, w->model_hash);
+    kh_add(&ev, w->dataset_name);
+    kh_addf(&ev, (double)p->seed);
+    kh_addf(&ev, chip);
+    kh_hex(&ev, j->eval_key);
+    j->point = point;
+    j->chip = chip;
+}
+
+int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
+              uint32_t threads, sweep_progress_fn progress, void *ctx, volatile int *stop,
+              sweep_stats *stats, apx_error *err) {
+    memset(stats, 0, sizeof *stats);
+    double t0 = progress_now();
+    sweep_workload w;
+    if (sweep_workload_load(p->model_path, p->data_dir, p->split, p->limit, &w, err))
+        return err->code;
+    pool P = {.plan = p, .w = &w, .stop = stop, .progress = progress, .ctx = ctx};
+    int rc = store_open(db_path ? db_path : p->output, &P.db, err);
+    if (rc) {
+        sweep_workload_free(&w);
+        return rc;
+    }
+    size_t total = p->n_points * p->chips;
+    P.jobs = malloc(total * sizeof *P.jobs);
+    if (!P.jobs) {
+        rc = apx_fail(err, APX_EWORK, "out of memory planning %zu jobs", total);
+        goto out;
+    }
+    for (size_t i = 0; i < p->n_points; i++) {
+        for (uint32_t c = 0; c < p->chips; c++) {
+            job *j = &P.jobs[P.n_jobs];
+            make_keys(p, &w, i, c, j);
+            int exists;
+            if ((rc = store_has_eval(P.db, j->eval_key, &exists, err))) goto out;
+            if (exists)
+                stats->jobs_skipped++;
+            else
+                P.n_jobs++;
+        }
+    }
+    stats->jobs_total = total;
+    store_run run = {p->name, p->config_path, config_text, APXSIM_VERSION, p->seed};
+    if ((rc = store_run_begin(P.db, &run, &P.run_id, err))) goto out;
+    stats->run_id = P.run_id;
+    pthread_mutex_init(&P.lock, NULL);
+    uint32_t n = sweep_threads(threads ? threads : p->threads);
+    if (n > P.n_jobs) n = P.n_jobs ? (uint32_t)P.n_jobs : 1;
+    pthread_t tid[256];
+    if (n > 256) n = 256;
+    uint32_t started = 0;
+    for (; started < n; started++)
+        if (pthread_create(&tid[started], NULL, worker, &P)) break;
+    if (started == 0) worker(&P);
+    for (uint32_t t = 0; t < started; t++) pthread_join(tid[t], NULL);
+    pthread_mutex_destroy(&P.lock);
+    stats->jobs_done = P.done;
+    rc = P.rc;
+    if (rc) *err = P.err;
+    else if (P.done < P.n_jobs) rc = apx_fail(err, APX_EINTR, "sweep interrupted");
+    apx_error end_err = {0};
+    store_run_end(P.db, P.run_id, rc == APX_OK ? "done" : rc == APX_EINTR ? "interrupted"
+                                                                           : "failed",
+                  &end_err);
+out:
+    stats->seconds = progress_now() - t0;
+    free(P.jobs);
+    store_close(P.db);
+    sweep_workload_free(&w);
+    return rc;
+}

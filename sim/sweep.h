@@ -1,0 +1,103 @@
+/* sweep.h - the sweep: a plan of jobs (operating point x chip) for one
+ * workload on one device, run on a pthreads pool into the results store.
+ *
+ * A sweep config (configs/sweeps/, docs/sweeps.md) names the workload
+ * (model file and data set), the device and its operating points (a grid over
+ * the device's knobs), the number of chips and the run seed. Each job draws
+ * the fault map of every weight tensor from the device, applies it to a copy
+ * of the model's memory image, evaluates the data set on the faulty image and
+ * stores one row in its own transaction under a deterministic key. Keys that
+ * are already in the database are skipped, so re-running an interrupted sweep
+ * resumes it and ends with the same rows. Results do not depend on the thread
+ * count or the order in which jobs finish (rule 1). */
+#ifndef APX_SWEEP_H
+#define APX_SWEEP_H
+
+#include <stdint.h>
+
+#include "../models/device.h"
+#include "../workloads/bnn.h"
+#include "../workloads/dataset.h"
+#include "config.h"
+#include "error.h"
+
+#define SWEEP_MAX_POINTS 100000u
+#define SWEEP_MAX_CHIPS 100000u
+
+typedef struct sweep_plan {
+    cfg_doc *doc;               /* the parsed config (owns all strings below) */
+    const char *config_path;
+    const char *name;
+    uint64_t seed;
+    uint32_t chips;
+    uint32_t threads;           /* 0 = one per core */
+    const char *output;         /* results database */
+    /* workload */
+    const char *workload_name;
+    const char *model_path;
+    const char *data_dir;       /* NULL = default Fashion-MNIST location */
+    const char *split;          /* "test" or "train" */
+    uint32_t limit;             /* 0 = whole split */
+    /* device and operating points (n_points x n_knobs values, grid order) */
+    device *dev;
+    int n_knobs;
+    size_t n_points;
+    double *points;
+    const cfg_node *points_at;  /* for error positions */
+} sweep_plan;
+
+/* Loads and validates a sweep config: every key, range, the device and its
+ * points. Paths in the config are relative to the current directory. Does
+ * not open the model or data (sweep_run does; `apxsim check` also does). */
+int sweep_plan_load(const char *path, sweep_plan *plan, apx_error *err);
+void sweep_plan_free(sweep_plan *plan);
+
+/* "ber=0.001" style label of point i (buffer of at least 256 bytes). */
+void sweep_point_label(const sweep_plan *plan, size_t i, char *buf, size_t len);
+
+/* The workload a job evaluates: a model and its data, loaded once. */
+typedef struct sweep_workload {
+    bnn_model model;
+    dataset data;
+    char model_hash[17];
+    char dataset_name[96];
+} sweep_workload;
+
+int sweep_workload_load(const char *model_path, const char *data_dir, const char *split,
+                        uint32_t limit, sweep_workload *w, apx_error *err);
+void sweep_workload_free(sweep_workload *w);
+
+/* The result of evaluating one (point, chip) on a workload. */
+typedef struct job_result {
+    uint32_t n_samples, n_correct;
+    uint64_t bits_exposed, faults, bits_changed;
+    double seconds;
+} job_result;
+
+/* Runs one job: faults from dev at op for (seed, chip) applied to a copy of
+ * the weights held in `scratch_image` (model.image_words words), then the
+ * evaluation of samples [0, n) with `threads` threads. dev may be NULL (no
+ * faults). This is the whole of `apxsim eval` and one job of a sweep. */
+int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
+                   uint64_t seed, uint32_t chip, uint32_t threads, uint64_t *scratch_image,
+                   job_result *res, apx_error *err);
+
+typedef struct sweep_stats {
+    size_t jobs_total, jobs_done, jobs_skipped;
+    double seconds;
+    int64_t run_id;
+} sweep_stats;
+
+typedef void (*sweep_progress_fn)(void *ctx, size_t done, size_t total);
+
+/* Runs the plan into `db_path` (NULL: plan->output). *stop, when set from a
+ * signal handler, ends the sweep after the jobs in flight are stored and
+ * returns APX_EINTR; the run is marked "interrupted". */
+int sweep_run(const sweep_plan *plan, const char *db_path, const char *config_text,
+              uint32_t threads, sweep_progress_fn progress, void *ctx,
+              volatile int *stop, sweep_stats *stats, apx_error *err);
+
+/* Number of threads to use for a request of `threads` (0 = cores online). */
+uint32_t sweep_threads(uint32_t threads);
+
+#endif
