@@ -1,3 +1,5 @@
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -5,8 +7,20 @@
 
 #include "tests.h"
 
+static char dir[256];
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)st, (void)type, (void)ftw;
+    return remove(path);
+}
+
+/* The temp dir goes when the run ends, unless APXSIM_KEEP_TEST_FILES is set
+ * (to look at what a failing test wrote). */
+static void remove_tmpdir(void) {
+    if (dir[0] && !getenv("APXSIM_KEEP_TEST_FILES")) nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 const char *test_tmpdir(void) {
-    static char dir[256];
     if (!dir[0]) {
         const char *base = getenv("TMPDIR");
         snprintf(dir, sizeof dir, "%s/apxsim-test-XXXXXX", base && *base ? base : "/tmp");
@@ -14,6 +28,7 @@ const char *test_tmpdir(void) {
             perror("mkdtemp");
             exit(1);
         }
+        atexit(remove_tmpdir);
     }
     return dir;
 }
