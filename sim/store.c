@@ -87,11 +87,14 @@ static const char *const migrations[] = {
     "       o.device AS device, o.op_key AS op_key, o.label AS label,\n"
     "       o.sort_key AS sort_key,\n"
     "       count(*) AS chips,\n"
-    "       avg(e.accuracy) AS mean_accuracy,\n"
+    "       CAST(sum(e.n_correct) AS REAL) / sum(e.n_samples) AS mean_accuracy,\n"
+    /* The sample variance in exact integer arithmetic on the correct
+     * counts (a group shares one data set, so one n_samples): identical
+     * chips give exactly 0, not rounding noise. */
     "       CASE WHEN count(*) > 1\n"
-    "            THEN sqrt(max(0.0, (sum(e.accuracy * e.accuracy)\n"
-    "                                - sum(e.accuracy) * sum(e.accuracy) / count(*))\n"
-    "                               / (count(*) - 1)))\n"
+    "            THEN sqrt((count(*) * sum(e.n_correct * e.n_correct)\n"
+    "                       - sum(e.n_correct) * sum(e.n_correct))\n"
+    "                      / (count(*) * (count(*) - 1.0))) / max(e.n_samples)\n"
     "            ELSE 0.0 END AS std_accuracy,\n"
     "       min(e.accuracy) AS min_accuracy,\n"
     "       max(e.accuracy) AS max_accuracy\n"

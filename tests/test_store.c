@@ -330,6 +330,21 @@ static void test_accuracy_by_point(void) {
                            "workload,chips,mean_accuracy,std_accuracy\r\n"
                            "cnn,1,0.1,0.0\r\nmlp,1,0.3,0.0\r\n"));
 
+    /* Identical chips: exactly 0, not the rounding noise of sum-of-squares. */
+    store_eval same[] = {ber_eval("s0", run, "harsh", &harsh, 0, 7),
+                         ber_eval("s1", run, "harsh", &harsh, 1, 7),
+                         ber_eval("s2", run, "harsh", &harsh, 2, 7)};
+    for (size_t i = 0; i < 3; i++) {
+        same[i].workload = "same";
+        CU_ASSERT(put(s, &same[i], NULL, &err) == APX_OK);
+    }
+    CU_ASSERT(query_equals(s,
+                           "SELECT chips, std_accuracy FROM accuracy_by_point"
+                           " WHERE workload = 'same'",
+                           "chips,std_accuracy\r\n3,0.0\r\n"));
+    CU_ASSERT(query_equals(s, "DELETE FROM evaluations WHERE workload = 'same' RETURNING chip",
+                           "chip\r\n0\r\n1\r\n2\r\n"));
+
     /* The preset: mild point before harsh, whatever the insertion order. */
     const char *preset = store_preset_sql("accuracy");
     CU_ASSERT_PTR_NOT_NULL_FATAL(preset);
