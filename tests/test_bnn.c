@@ -659,6 +659,291 @@ static void test_eval_range_wide(void) {
     bnn_free(&m);
 }
 
+/* ---- (e) convolutional layers ------------------------------------------------ */
+
+/* The naive reference: int64 arithmetic on explicit maps. A conv layer pads
+ * its input map with a ring of zeros (PyTorch's zero padding of +-1 values
+ * or pixels), sums w * x over all 3x3 x C taps, max-pools a (2x2, stride 2,
+ * odd row/column dropped), then applies the folded threshold. A dense layer
+ * reads the HWC map flattened. Returns the argmax; scores[] gets the class
+ * scores. */
+static int ref_net(const bnn_model *m, const uint64_t *image, const uint8_t *px,
+                   int64_t *scores) {
+    uint32_t H = m->in_rows, W = m->in_cols, C = m->in_channels;
+    size_t cap = (size_t)H * W * C;
+    for (uint32_t l = 0; l < m->n_layers; l++) {
+        size_t o = (size_t)m->layers[l].out * (m->layers[l].kind >= BNN_CONV_U8 ? H * W : 1);
+        if (o > cap) cap = o;
+    }
+    int64_t *x = malloc(cap * sizeof *x), *y = malloc(cap * sizeof *y);
+    for (size_t i = 0; i < (size_t)H * W * C; i++) x[i] = px[i];
+    for (uint32_t l = 0; l < m->n_layers; l++) {
+        const bnn_layer *L = &m->layers[l];
+        const uint64_t *wt = image + L->offset;
+        if (L->kind == BNN_CONV_U8 || L->kind == BNN_CONV_BIN) {
+            /* explicit zero-padded copy */
+            uint32_t Hp = H + 2, Wp = W + 2;
+            int64_t *pad = calloc((size_t)Hp * Wp * C, sizeof *pad);
+            for (uint32_t h = 0; h < H; h++)
+                for (uint32_t w = 0; w < W; w++)
+                    for (uint32_t c = 0; c < C; c++)
+                        pad[((size_t)(h + 1) * Wp + w + 1) * C + c] = x[((size_t)h * W + w) * C + c];
+            uint32_t P = L->pool, Ho = H / P, Wo = W / P;
+            for (uint32_t ph = 0; ph < Ho; ph++)
+                for (uint32_t pw = 0; pw < Wo; pw++)
+                    for (uint32_t oc = 0; oc < L->out; oc++) {
+                        int64_t best = INT64_MIN;
+                        for (uint32_t dy = 0; dy < P; dy++)
+                            for (uint32_t dx = 0; dx < P; dx++) {
+                                uint32_t h = ph * P + dy, w = pw * P + dx;
+                                int64_t a = 0;
+                                for (uint32_t kh = 0; kh < 3; kh++)
+                                    for (uint32_t kw = 0; kw < 3; kw++)
+                                        for (uint32_t c = 0; c < C; c++) {
+                                            uint32_t j = (kh * 3 + kw) * C + c;
+                                            int64_t wv = wt[(size_t)oc * L->words + j / 64] >> (j % 64) & 1 ? 1 : -1;
+                                            a += wv * pad[((size_t)(h + kh) * Wp + w + kw) * C + c];
+                                        }
+                                if (a > best) best = a;
+                            }
+                        int f = L->direction[oc] > 0 ? best > L->threshold[oc] : best < L->threshold[oc];
+                        y[((size_t)ph * Wo + pw) * L->out + oc] = f ? 1 : -1;
+                    }
+            free(pad);
+            H = Ho, W = Wo, C = L->out;
+        } else {
+            for (uint32_t r = 0; r < L->out; r++) {
+                int64_t a = 0;
+                for (uint32_t j = 0; j < L->in; j++)
+                    a += (wt[(size_t)r * L->words + j / 64] >> (j % 64) & 1 ? 1 : -1) * x[j];
+                if (L->kind == BNN_DENSE_OUT)
+                    y[r] = a;
+                else
+                    y[r] = (L->direction[r] > 0 ? a > L->threshold[r] : a < L->threshold[r]) ? 1 : -1;
+            }
+            H = W = 1, C = L->out;
+        }
+        int64_t *t = x; x = y; y = t;
+    }
+    int best = 0;
+    for (uint32_t c = 0; c < m->n_classes; c++) {
+        scores[c] = x[c];
+        if (x[c] > x[best]) best = (int)c;
+    }
+    free(x);
+    free(y);
+    return best;
+}
+
+/* Thresholds spread around the middle of each layer's reachable range. */
+static void conv_thresholds(bnn_model *m, rng_stream *s) {
+    for (uint32_t l = 0; l + 1 < m->n_layers; l++) {
+        const bnn_layer *L = &m->layers[l];
+        int u8 = L->kind == BNN_DENSE_U8 || L->kind == BNN_CONV_U8;
+        double spread = sqrt((double)L->in) * (u8 ? 150 : 2);
+        for (uint32_t r = 0; r < L->out; r++) {
+            L->threshold[r] = (int32_t)((rng_unit(s) * 2 - 1) * spread) + (u8 ? 0 : 0);
+            L->direction[r] = rng_u32(s) & 1 ? 1 : -1;
+        }
+    }
+}
+
+/* A copy of the image with every padding bit of every row set. */
+static uint64_t *padded_copy(const bnn_model *m, const uint64_t *image) {
+    uint64_t *p = malloc(m->image_words * sizeof *p);
+    memcpy(p, image, m->image_words * sizeof *p);
+    for (uint32_t l = 0; l < m->n_layers; l++) {
+        const bnn_layer *L = &m->layers[l];
+        if (L->in % 64 == 0) continue;
+        for (uint32_t r = 0; r < L->out; r++)
+            p[L->offset + (size_t)r * L->words + L->words - 1] |= ~0ull << (L->in % 64);
+    }
+    return p;
+}
+
+static void test_create_layers(void) {
+    bnn_model m;
+    apx_error err = {0};
+    /* VGG3 of facts bnn.md 5 */
+    bnn_layer_spec vgg[] = {{BNN_CONV_U8, 64, 2}, {BNN_CONV_BIN, 64, 2},
+                            {BNN_DENSE_BIN, 2048, 1}, {BNN_DENSE_OUT, 10, 1}};
+    CU_ASSERT_EQUAL_FATAL(bnn_create_layers(&m, "vgg3", 28, 28, 1, 4, vgg, &err), APX_OK);
+    const bnn_layer *L = m.layers;
+    CU_ASSERT_EQUAL(m.in_channels, 1);
+    CU_ASSERT(L[0].in == 9 && L[0].in_c == 1 && L[0].in_h == 28 && L[0].in_w == 28 && L[0].pool == 2);
+    CU_ASSERT(L[0].words == 1 && L[0].out == 64);
+    CU_ASSERT(L[1].in == 576 && L[1].in_c == 64 && L[1].in_h == 14 && L[1].in_w == 14);
+    CU_ASSERT(L[1].words == 9 && L[1].pool == 2);
+    CU_ASSERT(L[2].in == 3136 && L[2].in_c == 3136 && L[2].in_h == 1 && L[2].in_w == 1);
+    CU_ASSERT(L[2].words == 49 && L[2].pool == 1);
+    CU_ASSERT(L[3].in == 2048 && L[3].words == 32 && L[3].kind == BNN_DENSE_OUT);
+    CU_ASSERT_EQUAL(L[1].offset, 64);
+    CU_ASSERT_EQUAL(L[2].offset, 64 + 64 * 9);
+    CU_ASSERT_EQUAL(L[3].offset, 64 + 64 * 9 + 2048 * 49);
+    CU_ASSERT_EQUAL(m.image_words, 64 + 64 * 9 + 2048 * 49 + 10 * 32);
+    CU_ASSERT_EQUAL(m.n_classes, 10);
+    CU_ASSERT(L[0].threshold && L[1].direction && L[1].direction[63] == 1 && !L[3].threshold);
+    bnn_free(&m);
+    /* dense models made by bnn_create carry the same geometry fields */
+    uint32_t widths[] = {70, 130, 3};
+    CU_ASSERT_EQUAL_FATAL(bnn_create(&m, "d", 7, 10, 2, widths, &err), APX_OK);
+    CU_ASSERT(m.in_channels == 1 && m.layers[0].in_c == 70 && m.layers[0].in_h == 1 &&
+              m.layers[0].in_w == 1 && m.layers[0].pool == 1 && m.layers[1].in_c == 130);
+    bnn_free(&m);
+
+    /* odd maps: 5x7 pooled to 2x3, 3 input channels */
+    bnn_layer_spec odd[] = {{BNN_CONV_U8, 70, 2}, {BNN_CONV_BIN, 5, 1}, {BNN_DENSE_OUT, 4, 0}};
+    CU_ASSERT_EQUAL_FATAL(bnn_create_layers(&m, "o", 5, 7, 3, 3, odd, &err), APX_OK);
+    CU_ASSERT(m.layers[0].in == 27 && m.layers[1].in_c == 70 && m.layers[1].in_h == 2 &&
+              m.layers[1].in_w == 3 && m.layers[1].in == 630 && m.layers[1].words == 10);
+    CU_ASSERT(m.layers[2].in == 2 * 3 * 5);
+    bnn_free(&m);
+
+    struct { bnn_layer_spec s[3]; uint32_t n, h, w; const char *msg; } bad[] = {
+        {{{BNN_DENSE_U8, 4, 1}, {BNN_CONV_BIN, 4, 1}, {BNN_DENSE_OUT, 2, 1}}, 3, 4, 4, "cannot follow"},
+        {{{BNN_CONV_U8, 4, 3}, {BNN_DENSE_OUT, 2, 1}}, 2, 4, 4, "pool 3"},
+        {{{BNN_CONV_U8, 4, 2}, {BNN_CONV_BIN, 4, 2}, {BNN_DENSE_OUT, 2, 1}}, 3, 3, 3, "cannot be pooled"},
+        {{{BNN_CONV_BIN, 4, 1}, {BNN_DENSE_OUT, 2, 1}}, 2, 4, 4, "kind"},
+        {{{BNN_CONV_U8, 4, 1}, {BNN_CONV_BIN, 2, 1}}, 2, 4, 4, "kind"},
+        {{{BNN_CONV_U8, 0, 1}, {BNN_DENSE_OUT, 2, 1}}, 2, 4, 4, "width 0"},
+        {{{BNN_DENSE_U8, 4, 2}, {BNN_DENSE_OUT, 2, 1}}, 2, 4, 4, "no pooling"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err.msg[0] = 0;
+        CU_ASSERT_EQUAL(bnn_create_layers(&m, "b", bad[i].h, bad[i].w, 1, bad[i].n, bad[i].s, &err),
+                        APX_EINPUT);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, bad[i].msg));
+        CU_ASSERT_PTR_NULL(m.layers);
+    }
+}
+
+/* Conv models on random small shapes (odd sizes, channel counts that are not
+ * multiples of 64, pools 1 and 2, a dense layer after the convolutions or
+ * not) against ref_net: every kernel the CPU has through bnn_eval_range,
+ * bnn_classify, and the same with every padding bit set and with a faulty
+ * image. */
+static void test_conv_matches_reference(void) {
+    static const uint32_t chans[] = {1, 3, 5, 64, 70, 128};
+    long images = 0, wrong = 0, score_wrong = 0, pad_changed = 0, faulty_differs = 0;
+    long border_hits = 0, pooled = 0;
+    for (uint32_t t = 0; t < 24; t++) {
+        rng_stream s = stream(7, t);
+        uint32_t H = (uint32_t)uniform_int(&s, 1, 9), W = (uint32_t)uniform_int(&s, 1, 9);
+        if (t < 3) H = 5, W = 7;
+        uint32_t C0 = (uint32_t)uniform_int(&s, 1, 3);
+        bnn_layer_spec spec[6];
+        uint32_t nl = 0, h = H, w = W;
+        uint32_t nconv = (uint32_t)uniform_int(&s, 1, 3);
+        for (uint32_t c = 0; c < nconv; c++) {
+            uint32_t pool = (h >= 2 && w >= 2 && rng_u32(&s) % 2) ? 2 : 1;
+            spec[nl++] = (bnn_layer_spec){c == 0 ? BNN_CONV_U8 : BNN_CONV_BIN,
+                                          chans[rng_below(&s, 6)], pool};
+            pooled += pool == 2;
+            h /= pool;
+            w /= pool;
+        }
+        if (rng_u32(&s) % 2) spec[nl++] = (bnn_layer_spec){BNN_DENSE_BIN, (uint32_t)uniform_int(&s, 3, 90), 1};
+        spec[nl++] = (bnn_layer_spec){BNN_DENSE_OUT, (uint32_t)uniform_int(&s, 2, 7), 1};
+        bnn_model m;
+        apx_error err;
+        CU_ASSERT_EQUAL_FATAL(bnn_create_layers(&m, "c", H, W, C0, nl, spec, &err), APX_OK);
+        randomize_weights(&m, &s);
+        conv_thresholds(&m, &s);
+        border_hits += H <= 2 || W <= 2;
+
+        enum { N = 37 };
+        size_t npx = (size_t)H * W * C0;
+        dataset d = {.n = N, .rows = H, .cols = W * C0, .n_classes = m.n_classes};
+        d.pixels = malloc(N * npx);
+        d.labels = malloc(N);
+        for (size_t i = 0; i < N * npx; i++)
+            d.pixels[i] = i % 5 == 0 ? 255 : (uint8_t)rng_u32(&s);
+        uint64_t *padded = padded_copy(&m, m.image);
+        uint64_t *faulty = malloc(m.image_words * sizeof *faulty);
+        memcpy(faulty, m.image, m.image_words * sizeof *faulty);
+        for (int f = 0; f < 40; f++) faulty[rng_below(&s, m.image_words)] ^= 1ull << (rng_u32(&s) % 64);
+        bnn_workspace *ws = bnn_workspace_new(&m);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(ws);
+        int want[N], want_f[N];
+        size_t want_correct = 0;
+        for (uint32_t i = 0; i < N; i++) {
+            int64_t ref[8], ref_f[8];
+            int32_t got[8];
+            want[i] = ref_net(&m, m.image, dataset_image(&d, i), ref);
+            want_f[i] = ref_net(&m, faulty, dataset_image(&d, i), ref_f);
+            faulty_differs += want[i] != want_f[i];
+            d.labels[i] = (uint8_t)(i % 3 ? (uint32_t)want[i] : ((uint32_t)want[i] + 1) % m.n_classes);
+            want_correct += i % 3 != 0;
+            wrong += bnn_classify(&m, m.image, dataset_image(&d, i), ws, got) != want[i];
+            for (uint32_t c = 0; c < m.n_classes; c++) score_wrong += got[c] != ref[c];
+            pad_changed += bnn_classify(&m, padded, dataset_image(&d, i), ws, got) != want[i];
+            for (uint32_t c = 0; c < m.n_classes; c++) pad_changed += got[c] != ref[c];
+            wrong += bnn_classify(&m, faulty, dataset_image(&d, i), ws, NULL) != want_f[i];
+            images++;
+        }
+        for (int k = BNN_KERNEL_PORTABLE; k <= BNN_KERNEL_AVX512; k++) {
+            if (!bnn_kernel_supported((enum bnn_kernel)k)) continue;
+            CU_ASSERT_EQUAL_FATAL(bnn_set_kernel((enum bnn_kernel)k, &err), APX_OK);
+            uint8_t pred[N];
+            CU_ASSERT_EQUAL(bnn_eval_range(&m, m.image, &d, 0, N, ws, pred), want_correct);
+            for (uint32_t i = 0; i < N; i++) wrong += pred[i] != want[i];
+            bnn_eval_range(&m, padded, &d, 0, N, ws, pred);
+            for (uint32_t i = 0; i < N; i++) pad_changed += pred[i] != want[i];
+            bnn_eval_range(&m, faulty, &d, 3, N, ws, pred);
+            for (uint32_t i = 3; i < N; i++) wrong += pred[i - 3] != want_f[i];
+        }
+        bnn_set_kernel(BNN_KERNEL_AUTO, &err);
+        free(d.pixels);
+        free(d.labels);
+        free(padded);
+        free(faulty);
+        bnn_workspace_free(ws);
+        bnn_free(&m);
+    }
+    CU_ASSERT_EQUAL(wrong, 0);
+    CU_ASSERT_EQUAL(score_wrong, 0);
+    CU_ASSERT_EQUAL(pad_changed, 0);
+    CU_ASSERT(faulty_differs > 0);
+    CU_ASSERT(border_hits > 0);
+    CU_ASSERT(pooled > 5);
+}
+
+/* The VGG3 of facts bnn.md 5 runs, and agrees with the reference on a few
+ * images, with random weights and thresholds. */
+static void test_vgg3_runs(void) {
+    rng_stream s = stream(8, 0);
+    bnn_layer_spec vgg[] = {{BNN_CONV_U8, 64, 2}, {BNN_CONV_BIN, 64, 2},
+                            {BNN_DENSE_BIN, 2048, 1}, {BNN_DENSE_OUT, 10, 1}};
+    bnn_model m;
+    apx_error err;
+    CU_ASSERT_EQUAL_FATAL(bnn_create_layers(&m, "vgg3", 28, 28, 1, 4, vgg, &err), APX_OK);
+    randomize_weights(&m, &s);
+    conv_thresholds(&m, &s);
+    enum { N = 3 };
+    dataset d = {.n = N, .rows = 28, .cols = 28, .n_classes = 10};
+    d.pixels = malloc(N * 784);
+    d.labels = calloc(N, 1);
+    for (size_t i = 0; i < N * 784; i++) d.pixels[i] = (uint8_t)rng_u32(&s);
+    bnn_workspace *ws = bnn_workspace_new(&m);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ws);
+    uint8_t pred[N];
+    bnn_eval_range(&m, m.image, &d, 0, N, ws, pred);
+    for (uint32_t i = 0; i < N; i++) {
+        int64_t ref[10];
+        int32_t got[10];
+        int want = ref_net(&m, m.image, dataset_image(&d, i), ref);
+        CU_ASSERT_EQUAL(pred[i], want);
+        CU_ASSERT_EQUAL(bnn_classify(&m, m.image, dataset_image(&d, i), ws, got), want);
+        int same = 1;
+        for (int c = 0; c < 10; c++) same &= got[c] == ref[c];
+        CU_ASSERT(same);
+    }
+    free(d.pixels);
+    free(d.labels);
+    bnn_workspace_free(ws);
+    bnn_free(&m);
+}
+
 void add_bnn_suite(void) {
     TEST_SUITE("bnn",
                {"create: layout, defaults, bad shapes", test_create_layout},
@@ -669,5 +954,8 @@ void add_bnn_suite(void) {
                {"inference equals float reference; padding ignored", test_matches_reference},
                {"k_tol flips never change a neuron; k_tol+1 can", test_k_tol},
                {"eval_range agrees with classify", test_eval_range},
-               {"eval_range with a fan-in too wide for tables", test_eval_range_wide});
+               {"eval_range with a fan-in too wide for tables", test_eval_range_wide},
+               {"create_layers: conv shapes, chaining, bad specs", test_create_layers},
+               {"conv: random shapes equal the zero-padded reference", test_conv_matches_reference},
+               {"conv: VGG3 runs and equals the reference", test_vgg3_runs});
 }

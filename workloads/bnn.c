@@ -1,42 +1,65 @@
-/* bnn.c - BNN model allocation, batch-norm folding and packed inference.
+/* bnn.c - BNN model allocation, batch-norm folding, and the inference driver.
  *
- * Model files (bnn_load/save/encode/decode/hash) live in bnn_file.c.
+ * Model files (bnn_load/save/encode/decode/hash) live in bnn_file.c; the
+ * inner loops (binary and 8-bit matrix products, per instruction set) in
+ * kernels*.c behind kernels.h.
  *
- * Ownership: bnn_create allocates layers[], each hidden layer's threshold[]
- * and direction[] as separate blocks, and image[]; bnn_free releases exactly
- * those, so any code that builds a bnn_model by hand (the file reader) must
- * allocate the same way (or simply call bnn_create and fill it in).
+ * Ownership: bnn_create_layers allocates layers[], each hidden layer's
+ * threshold[] and direction[] as separate blocks, and image[]; bnn_free
+ * releases exactly those, so any code that builds a bnn_model by hand (the
+ * file reader) must allocate the same way (or simply call bnn_create_layers
+ * and fill it in).
  *
- * Inference kernels (portable; the only machine-specific step is letting the
- * compiler use the POPCNT instruction where the CPU has it):
- *   BNN_DENSE_U8   exact a = 2*S - sum(pixels), S = sum of the pixels where
- *                  w = +1. Two methods, same result:
- *                  - single image: 8 bit-planes of the pixels packed like a
- *                    weight row, S = sum_b 2^b popcount(plane_b & w);
- *                  - batches (bnn_eval_range): table lookup ("four
- *                    Russians"): each group of 8 inputs gets a 256-entry
- *                    table of its subset sums, and a weight byte picks one
- *                    entry. Four images share an entry as 16-bit lanes of
- *                    one 64-bit word, so one lookup and one add serve 8
- *                    inputs of 4 images. On a 784 -> 2048 layer this took
- *                    ~40 us per image against ~63 us for the planes.
- *                  Inputs past `in` are pixel 0 in planes and tables, so
- *                  weight padding bits (which a fault may set) never count.
- *   BNN_DENSE_BIN  a = in - 2 * popcount(w XOR x), last word masked.
- *   BNN_DENSE_OUT  same dot product; the scores are the class scores.
- * bnn_eval_range runs BNN_BATCH images per pass over a weight row, so that a
- * row loaded from memory is used several times while it is in L1; the tail
- * of a range (fewer than BNN_BATCH images) goes one image at a time. */
+ * The driver. bnn_eval_range takes up to BNN_BATCH images per pass:
+ *   - the leading convolutional layers run image by image; a convolution is
+ *     im2col (each output position's 3x3 patch as one column: pixels for
+ *     BNN_CONV_U8, bits for BNN_CONV_BIN) and one kernel call over all
+ *     positions, so the kernel sees H*W columns per weight block;
+ *   - the dense layers run over the whole batch (one column per image), so a
+ *     weight block loaded once serves every image of the batch.
+ * Zero padding: a tap outside the image must be left out of the sum. For
+ * 8-bit inputs the patch holds pixel 0 there, which adds nothing. For binary
+ * inputs the patch holds bit 0 (-1) there, so the kernel's full dot product
+ * includes -w for each missing tap:
+ *   a_valid = a_full + sum over missing taps t of tapsum[o][t],
+ * tapsum[o][t] = sum_c w(o, t, c) as +-1, counted from the image being
+ * evaluated (faults included) at the start of each call. Which taps are
+ * missing depends only on the border class of the position (top/bottom row,
+ * left/right column: 16 classes), so the correction is folded into one
+ * threshold array per class and the kernel thresholds every position itself.
+ * Pooling: max-pool before the threshold equals, per channel, the OR of the
+ * four thresholded outputs for direction +1 and their AND for -1 (the
+ * threshold test is monotone in a), so the kernel's per-position bits are
+ * pooled with word-wide OR/AND selected by a direction mask. */
 #include "bnn.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define BNN_BATCH 8
+#include "kernels.h"
+
+/* Images per pass of bnn_eval_range. 32 fills the 16-bit lanes of one
+ * 512-bit vector in the 8-bit layer tables; the binary kernels take columns
+ * in smaller groups and reuse each weight block for all of them. */
+#define BNN_BATCH 32
 
 /* ---- model ------------------------------------------------------------- */
+
+static int is_conv(uint32_t kind) { return kind == BNN_CONV_U8 || kind == BNN_CONV_BIN; }
+static int is_u8(uint32_t kind) { return kind == BNN_DENSE_U8 || kind == BNN_CONV_U8; }
+
+/* Output bits of a layer (conv: the pooled H x W x C map). */
+static uint64_t layer_out_bits(const bnn_layer *L) {
+    if (!is_conv(L->kind)) return L->out;
+    return (uint64_t)(L->in_h / L->pool) * (L->in_w / L->pool) * L->out;
+}
+
+/* Activation maps are bounded so that every bit index fits in 32 bits with
+ * room to spare and a workspace stays a sane size. */
+#define BNN_MAX_MAP_BITS (1ull << 28)
 
 int bnn_create(bnn_model *m, const char *name, uint32_t in_rows, uint32_t in_cols,
                uint32_t n_layers, const uint32_t *widths, apx_error *err) {
@@ -52,12 +75,95 @@ int bnn_create(bnn_model *m, const char *name, uint32_t in_rows, uint32_t in_col
         if (widths[l] == 0 || widths[l] > BNN_MAX_WIDTH)
             return apx_fail(err, APX_EINPUT, "width %u of layer %u is outside 1..%u", widths[l],
                             l, BNN_MAX_WIDTH);
+    bnn_layer_spec spec[BNN_MAX_LAYERS];
+    for (uint32_t l = 0; l < n_layers; l++) {
+        spec[l].kind = l == 0 ? BNN_DENSE_U8 : l + 1 == n_layers ? BNN_DENSE_OUT : BNN_DENSE_BIN;
+        spec[l].out = widths[l + 1];
+        spec[l].pool = 1;
+    }
+    return bnn_create_layers(m, name, in_rows, in_cols, 1, n_layers, spec, err);
+}
 
-    /* Layer offsets: each term is at most 2^20 * 2^14 words and there are at
-     * most 64 layers, so the sum fits easily in 64 bits; check size_t. */
+int bnn_create_layers(bnn_model *m, const char *name, uint32_t in_rows, uint32_t in_cols,
+                      uint32_t in_channels, uint32_t n_layers, const bnn_layer_spec *spec,
+                      apx_error *err) {
+    memset(m, 0, sizeof *m);
+    if (n_layers < 2 || n_layers > BNN_MAX_LAYERS)
+        return apx_fail(err, APX_EINPUT,
+                        "model needs 2..%u layers (an 8-bit input layer and an output layer), "
+                        "got %u", BNN_MAX_LAYERS, n_layers);
+    if (!in_rows || !in_cols || !in_channels ||
+        (uint64_t)in_rows * in_cols * in_channels > BNN_MAX_MAP_BITS / 8)
+        return apx_fail(err, APX_EINPUT, "input %ux%ux%u is empty or too large", in_rows,
+                        in_cols, in_channels);
+
+    /* Chain the shapes and check the kinds before allocating anything. */
+    bnn_layer shape[BNN_MAX_LAYERS];
+    memset(shape, 0, sizeof shape);
+    uint32_t h = in_rows, w = in_cols, c = in_channels;
     uint64_t total = 0;
-    for (uint32_t l = 0; l < n_layers; l++)
-        total += (uint64_t)widths[l + 1] * ((widths[l] + 63) / 64);
+    for (uint32_t l = 0; l < n_layers; l++) {
+        const bnn_layer_spec *S = &spec[l];
+        bnn_layer *L = &shape[l];
+        int first = l == 0, last = l + 1 == n_layers;
+        uint32_t k = S->kind;
+        int kind_ok = first ? (k == BNN_DENSE_U8 || k == BNN_CONV_U8)
+                    : last  ? k == BNN_DENSE_OUT
+                            : (k == BNN_DENSE_BIN || k == BNN_CONV_BIN);
+        if (!kind_ok)
+            return apx_fail(err, APX_EINPUT,
+                            "layer %u has kind %u; the first layer must be dense or conv on "
+                            "8-bit pixels, the last a dense output layer, the others binary",
+                            l, k);
+        if (is_conv(k) && l > 0 && !is_conv(spec[l - 1].kind))
+            return apx_fail(err, APX_EINPUT,
+                            "layer %u: a convolution cannot follow a dense layer", l);
+        if (S->out == 0 || S->out > BNN_MAX_WIDTH)
+            return apx_fail(err, APX_EINPUT, "width %u of layer %u is outside 1..%u", S->out,
+                            l + 1, BNN_MAX_WIDTH);
+        L->kind = k;
+        L->out = S->out;
+        if (is_conv(k)) {
+            if (S->pool != 1 && S->pool != 2)
+                return apx_fail(err, APX_EINPUT, "layer %u: pool %u (must be 1 or 2)", l,
+                                S->pool);
+            if (h < S->pool || w < S->pool)
+                return apx_fail(err, APX_EINPUT, "layer %u: a %ux%u map cannot be pooled %u",
+                                l, h, w, S->pool);
+            if ((uint64_t)9 * c > BNN_MAX_WIDTH)
+                return apx_fail(err, APX_EINPUT, "layer %u: fan-in 9 x %u exceeds %u", l, c,
+                                BNN_MAX_WIDTH);
+            L->in_c = c;
+            L->in_h = h;
+            L->in_w = w;
+            L->pool = S->pool;
+            L->in = 9 * c;
+            if ((uint64_t)h * w * S->out > BNN_MAX_MAP_BITS)
+                return apx_fail(err, APX_EINPUT, "layer %u: output map %ux%ux%u is too large",
+                                l, h, w, S->out);
+            h /= S->pool;
+            w /= S->pool;
+            c = S->out;
+        } else {
+            if (S->pool > 1)
+                return apx_fail(err, APX_EINPUT, "layer %u: a dense layer has no pooling", l);
+            uint64_t in = (uint64_t)h * w * c;
+            if (in > BNN_MAX_WIDTH)
+                return apx_fail(err, APX_EINPUT, "layer %u: fan-in %llu exceeds %u", l,
+                                (unsigned long long)in, BNN_MAX_WIDTH);
+            L->in = (uint32_t)in;
+            L->in_c = L->in;
+            L->in_h = L->in_w = 1;
+            L->pool = 1;
+            h = w = 1;
+            c = S->out;
+        }
+        L->words = (L->in + 63) / 64;
+        /* each term is at most 2^20 * 2^14 words and there are at most 64
+         * layers, so the sum fits in 64 bits; check size_t below */
+        L->offset = (size_t)total;
+        total += (uint64_t)L->out * L->words;
+    }
     if (total > SIZE_MAX / sizeof(uint64_t))
         return apx_fail(err, APX_EINPUT, "model of %llu weight words is too large",
                         (unsigned long long)total);
@@ -69,23 +175,16 @@ int bnn_create(bnn_model *m, const char *name, uint32_t in_rows, uint32_t in_col
     m->image_words = (size_t)total;
     m->in_rows = in_rows;
     m->in_cols = in_cols;
-    m->n_classes = widths[n_layers];
+    m->in_channels = in_channels;
+    m->n_classes = spec[n_layers - 1].out;
     if (name) snprintf(m->name, sizeof m->name, "%s", name);
-
-    size_t offset = 0;
     for (uint32_t l = 0; l < n_layers; l++) {
         bnn_layer *L = &m->layers[l];
-        L->in = widths[l];
-        L->out = widths[l + 1];
-        L->words = (widths[l] + 63) / 64;
-        L->offset = offset;
-        offset += (size_t)L->out * L->words;
-        if (l == n_layers - 1) {
-            L->kind = BNN_DENSE_OUT;
+        *L = shape[l];
+        if (L->kind == BNN_DENSE_OUT) {
             L->scale = 1.0f;
             continue;
         }
-        L->kind = l == 0 ? BNN_DENSE_U8 : BNN_DENSE_BIN;
         L->threshold = calloc(L->out, sizeof *L->threshold);
         L->direction = malloc(L->out * sizeof *L->direction);
         if (!L->threshold || !L->direction) goto oom;
@@ -178,277 +277,405 @@ void bnn_fold_bn(double gamma, double beta, double mean, double var, double eps,
 
 /* ---- workspace ----------------------------------------------------------- */
 
-/* Images per lookup table: four 16-bit lanes in a 64-bit word. */
-#define LANES 4
-#define LUT_SETS (BNN_BATCH / LANES)
-/* Tables take in_words * 32 KiB; above this fan-in (8 MiB of tables) the
- * workspace has none and every image takes the single-image path. */
-#define LUT_MAX_WORDS 256u
+/* Border classes of a 3x3 convolution: bits 0/1 = the top/bottom tap row
+ * falls outside, bits 2/3 = the left/right tap column does. */
+#define CONV_CLASSES 16
+
+static uint32_t border_class(uint32_t h, uint32_t w, uint32_t H, uint32_t W) {
+    return (h == 0) | (h + 1 == H) << 1 | (w == 0) << 2 | (w + 1 == W) << 3;
+}
+
+static int tap_missing(uint32_t cls, uint32_t t) {
+    uint32_t kh = t / 3, kw = t % 3;
+    return (kh == 0 && (cls & 1)) || (kh == 2 && (cls & 2)) || (kw == 0 && (cls & 4)) ||
+           (kw == 2 && (cls & 8));
+}
 
 struct bnn_workspace {
-    uint32_t in_words;     /* words of the input layer's fan-in */
-    uint32_t act_words;    /* words of the widest hidden activation vector */
-    uint32_t n_classes;
-    /* First layer tables, LUT_SETS sets of in_words * 8 groups * 256 entries:
-     * entry (g, v) of set s holds, in lane i, the sum of the pixels of image
-     * s * LANES + i at the inputs 8g + k whose bit k of v is set. NULL when
-     * the fan-in exceeds LUT_MAX_WORDS words. */
-    uint64_t *lut;
-    /* Single images (bnn_classify, the tail of a range): 8 bit-planes of the
-     * pixels, word j plane b at j * 8 + b; bits past `in` are zero. */
-    uint64_t *planes;
-    int32_t pixsum[BNN_BATCH];
-    uint64_t *act[2];      /* [BNN_BATCH][act_words] each: ping-pong buffers */
-    int32_t *scores;       /* [BNN_BATCH][n_classes] */
+    uint32_t n_layers, n_classes;
+    size_t aw;             /* words per image's activation vector (+1 slack word) */
+    uint64_t *act[2];      /* [BNN_BATCH][aw] each: ping-pong buffers */
+    void *cols;            /* im2col patches of one image (conv layers) */
+    uint64_t *pbits;       /* a conv layer's thresholded outputs per position */
+    int32_t *scores;       /* [BNN_BATCH][round_up(n_classes, KERN_RB)] */
+    void *scratch;         /* the 8-bit kernels' tables */
+    void *aux;             /* the 8-bit kernels' per-call data (kern_ops.u8_prep) */
+    kern_layer *kl;        /* [n_layers], filled by prepare() per call */
+    uint64_t *il;          /* interleaved weight copies of the binary layers */
+    int32_t *thr, *neg;    /* kernel thresholds of the hidden layers (conv binary:
+                              CONV_CLASSES arrays, one per border class) */
+    uint64_t *dirmask;     /* conv layers: bit o set iff direction[o] > 0 */
+    uint8_t *cls;          /* conv binary layers: border class per position */
+    size_t *il_off, *thr_off, *dir_off, *cls_off; /* [n_layers] offsets into the above */
 };
 
-static size_t lut_set_words(const bnn_workspace *ws) { return (size_t)ws->in_words * 8 * 256; }
+static size_t round_up(size_t n, size_t k) { return (n + k - 1) / k * k; }
 
-/* A workspace fits the model it was made for (and any model of the same
- * shape); its buffers are sized from the layer widths. */
+static void *alloc64(size_t bytes) {
+    return aligned_alloc(64, round_up(bytes ? bytes : 1, 64));
+}
+
+/* A workspace fits the model it was made for and any model of the same shape;
+ * its buffers are sized from the layer shapes. */
 bnn_workspace *bnn_workspace_new(const bnn_model *m) {
     if (!m || m->n_layers < 2) return NULL;
     bnn_workspace *ws = calloc(1, sizeof *ws);
     if (!ws) return NULL;
-    ws->in_words = m->layers[0].words;
+    uint32_t nl = m->n_layers;
+    ws->n_layers = nl;
     ws->n_classes = m->n_classes;
-    uint32_t aw = 1;
-    for (uint32_t l = 0; l + 1 < m->n_layers; l++) {
-        uint32_t w = (m->layers[l].out + 63) / 64;
-        if (w > aw) aw = w;
-    }
-    ws->act_words = aw;
-    if (ws->in_words <= LUT_MAX_WORDS) {
-        ws->lut = malloc(LUT_SETS * lut_set_words(ws) * sizeof *ws->lut);
-        if (!ws->lut) {
-            bnn_workspace_free(ws);
-            return NULL;
+    size_t aw = 1, cols_bytes = 8, pbits_words = 1;
+    size_t il_words = 0, thr_ints = 0, dir_words = 0, cls_bytes = 0;
+    ws->il_off = calloc(nl, sizeof *ws->il_off);
+    ws->thr_off = calloc(nl, sizeof *ws->thr_off);
+    ws->dir_off = calloc(nl, sizeof *ws->dir_off);
+    ws->cls_off = calloc(nl, sizeof *ws->cls_off);
+    ws->kl = calloc(nl, sizeof *ws->kl);
+    if (!ws->il_off || !ws->thr_off || !ws->dir_off || !ws->cls_off || !ws->kl) goto fail;
+    uint32_t scratch_rows = 1;
+    for (uint32_t l = 0; l < nl; l++) {
+        const bnn_layer *L = &m->layers[l];
+        size_t rows8 = round_up(L->out, KERN_RB);
+        if (l + 1 < nl) {
+            size_t w = (size_t)((layer_out_bits(L) + 63) / 64);
+            if (w > aw) aw = w;
+        }
+        if (is_u8(L->kind) && L->out > scratch_rows) scratch_rows = L->out;
+        if (is_conv(L->kind)) {
+            size_t P = (size_t)L->in_h * L->in_w;
+            size_t col = L->kind == BNN_CONV_U8 ? round_up(L->in, 8) : (size_t)L->words * 8;
+            if (P * col > cols_bytes) cols_bytes = P * col;
+            size_t pw = P * ((L->out + 63) / 64);
+            if (pw > pbits_words) pbits_words = pw;
+            ws->dir_off[l] = dir_words;
+            dir_words += (L->out + 63) / 64;
+        }
+        if (!is_u8(L->kind)) {
+            ws->il_off[l] = il_words;
+            il_words += rows8 * L->words;
+        }
+        if (L->kind != BNN_DENSE_OUT) {
+            ws->thr_off[l] = thr_ints;
+            thr_ints += rows8 * (L->kind == BNN_CONV_BIN ? CONV_CLASSES : 1);
+        }
+        if (L->kind == BNN_CONV_BIN) {
+            ws->cls_off[l] = cls_bytes;
+            cls_bytes += (size_t)L->in_h * L->in_w;
         }
     }
-    ws->planes = malloc((size_t)ws->in_words * 8 * sizeof *ws->planes);
-    ws->act[0] = calloc((size_t)BNN_BATCH * aw, sizeof(uint64_t));
-    ws->act[1] = calloc((size_t)BNN_BATCH * aw, sizeof(uint64_t));
-    ws->scores = calloc((size_t)BNN_BATCH * ws->n_classes, sizeof *ws->scores);
-    if (!ws->planes || !ws->act[0] || !ws->act[1] || !ws->scores) {
-        bnn_workspace_free(ws);
-        return NULL;
+    ws->aw = aw + 1; /* slack: the bit copier reads one word past a run */
+    uint32_t n0 = m->layers[0].in;
+    size_t scratch = kern_portable.u8_scratch(n0, scratch_rows);
+    if (kern_cpu_has(BNN_KERNEL_AVX2) && kern_avx2.u8_scratch(n0, scratch_rows) > scratch)
+        scratch = kern_avx2.u8_scratch(n0, scratch_rows);
+    if (kern_cpu_has(BNN_KERNEL_AVX512) && kern_avx512.u8_scratch(n0, scratch_rows) > scratch)
+        scratch = kern_avx512.u8_scratch(n0, scratch_rows);
+    ws->act[0] = alloc64(BNN_BATCH * ws->aw * 8);
+    ws->act[1] = alloc64(BNN_BATCH * ws->aw * 8);
+    ws->cols = alloc64(cols_bytes + 8);
+    ws->pbits = alloc64(pbits_words * 8);
+    ws->scores = alloc64(BNN_BATCH * round_up(m->n_classes, KERN_RB) * sizeof(int32_t));
+    ws->scratch = alloc64(scratch);
+    size_t aux = 0;
+    for (int k = BNN_KERNEL_PORTABLE; k <= BNN_KERNEL_AVX512; k++) {
+        const kern_ops *K = kern_get((enum bnn_kernel)k);
+        if (kern_cpu_has((enum bnn_kernel)k) && K->u8_aux && K->u8_aux(n0, m->layers[0].out) > aux)
+            aux = K->u8_aux(n0, m->layers[0].out);
+    }
+    ws->aux = alloc64(aux);
+    ws->il = alloc64(il_words * 8);
+    ws->thr = alloc64(thr_ints * 4);
+    ws->neg = alloc64(thr_ints * 4);
+    ws->dirmask = alloc64(dir_words * 8);
+    ws->cls = alloc64(cls_bytes);
+    if (!ws->act[0] || !ws->act[1] || !ws->cols || !ws->pbits || !ws->scores || !ws->scratch ||
+        !ws->aux || !ws->il || !ws->thr || !ws->neg || !ws->dirmask || !ws->cls)
+        goto fail;
+    /* border classes depend on the shape only */
+    for (uint32_t l = 0; l < nl; l++) {
+        const bnn_layer *L = &m->layers[l];
+        if (L->kind != BNN_CONV_BIN) continue;
+        uint8_t *cls = ws->cls + ws->cls_off[l];
+        for (uint32_t h = 0; h < L->in_h; h++)
+            for (uint32_t w = 0; w < L->in_w; w++)
+                cls[(size_t)h * L->in_w + w] = (uint8_t)border_class(h, w, L->in_h, L->in_w);
     }
     return ws;
+fail:
+    bnn_workspace_free(ws);
+    return NULL;
 }
 
 void bnn_workspace_free(bnn_workspace *ws) {
     if (!ws) return;
-    free(ws->lut);
-    free(ws->planes);
     free(ws->act[0]);
     free(ws->act[1]);
+    free(ws->cols);
+    free(ws->pbits);
     free(ws->scores);
+    free(ws->scratch);
+    free(ws->aux);
+    free(ws->kl);
+    free(ws->il);
+    free(ws->thr);
+    free(ws->neg);
+    free(ws->dirmask);
+    free(ws->cls);
+    free(ws->il_off);
+    free(ws->thr_off);
+    free(ws->dir_off);
+    free(ws->cls_off);
     free(ws);
 }
 
-/* ---- kernels ------------------------------------------------------------- */
+/* ---- per-call preparation ------------------------------------------------ */
 
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-
-/* Builds one table set for `lanes` images of n
- * pixels each, over in_words * 64 inputs; inputs past n count as pixel 0, so
- * weight padding bits select nothing. Entry v of a group is built from the
- * entry without v's top bit: 255 additions per group. */
-static void lut_build(uint64_t *T, uint32_t in_words, const uint8_t *const *px, int lanes,
-                      uint32_t n) {
-    for (uint32_t g = 0; g < in_words * 8; g++, T += 256) {
-        uint64_t p[8];
-        for (uint32_t k = 0; k < 8; k++) {
-            uint32_t j = g * 8 + k;
-            p[k] = 0;
-            for (int i = 0; i < lanes; i++)
-                if (j < n) p[k] |= (uint64_t)px[i][j] << (16 * i);
-        }
-        T[0] = 0;
-        for (uint32_t k = 0; k < 8; k++) {
-            uint32_t half = 1u << k;
-            for (uint32_t v = 0; v < half; v++) T[half + v] = T[v] + p[k];
-        }
+/* popcount of bits [from, from + len) of a bit vector */
+static uint32_t popcount_range(const uint64_t *v, uint64_t from, uint64_t len) {
+    uint32_t s = 0;
+    while (len) {
+        uint64_t w = from / 64, sh = from % 64, take = 64 - sh < len ? 64 - sh : len;
+        uint64_t mask = take == 64 ? ~0ull : ((1ull << take) - 1);
+        s += (uint32_t)__builtin_popcountll(v[w] >> sh & mask);
+        from += take;
+        len -= take;
     }
-}
-
-/* Splits n pixels into 8 packed bit-planes (padding bits zero). */
-static void planes_build(uint64_t *planes, uint32_t words, const uint8_t *px, uint32_t n) {
-    for (uint32_t j = 0; j < words; j++) {
-        uint64_t p[8] = {0};
-        uint32_t end = (j + 1) * 64 < n ? (j + 1) * 64 : n;
-        for (uint32_t k = j * 64; k < end; k++)
-            for (int b = 0; b < 8; b++) p[b] |= (uint64_t)(px[k] >> b & 1) << (k % 64);
-        memcpy(&planes[(size_t)j * 8], p, sizeof p);
-    }
-}
-
-static int32_t pixel_sum(const uint8_t *px, uint32_t n) {
-    int32_t s = 0;
-    for (uint32_t j = 0; j < n; j++) s += px[j];
     return s;
 }
 
-ALWAYS_INLINE int fires(int32_t a, const bnn_layer *L, uint32_t r) {
-    return L->direction[r] < 0 ? a < L->threshold[r] : a > L->threshold[r];
+static int32_t clamp_thr(int64_t t) {
+    return t > KERN_THR_MAX ? KERN_THR_MAX : t < -KERN_THR_MAX ? -KERN_THR_MAX : (int32_t)t;
 }
 
-/* Mask of the used bits of the last word of a row of n inputs. */
-ALWAYS_INLINE uint64_t last_mask(uint32_t n) {
-    return n % 64 ? (1ull << (n % 64)) - 1 : ~0ull;
-}
-
-/* The first layer for BNN_BATCH images from LUT_SETS table sets. Each weight
- * byte selects one entry per set: S = sum of the selected pixels, and
- * a = 2 S - sum of all pixels.
- * A 16-bit lane gains at most 8 * 255 per group, so lanes are widened into
- * 32-bit sums every 32 groups (32 * 2040 = 65280 < 65536), i.e. every 4
- * words. */
-ALWAYS_INLINE void layer_u8(const bnn_layer *L, const uint64_t *image, const uint64_t *lut,
-                            size_t set_words, const int32_t *pixsum, uint64_t *out,
-                            size_t out_stride) {
-    uint32_t words = L->words;
-    for (int i = 0; i < BNN_BATCH; i++) memset(out + i * out_stride, 0, ((L->out + 63) / 64) * 8);
-    for (uint32_t r = 0; r < L->out; r++) {
-        const uint64_t *w = image + L->offset + (size_t)r * words;
-        uint32_t sum[BNN_BATCH] = {0};
-        for (uint32_t j0 = 0; j0 < words; j0 += 4) {
-            uint32_t j1 = j0 + 4 < words ? j0 + 4 : words;
-            uint64_t acc[LUT_SETS] = {0};
-            for (uint32_t j = j0; j < j1; j++) {
-                uint64_t x = w[j];
-                const uint64_t *T = lut + (size_t)j * 8 * 256;
-                for (int k = 0; k < 8; k++, T += 256) {
-                    uint32_t v = (uint32_t)(x >> (8 * k)) & 255;
-                    for (int s = 0; s < LUT_SETS; s++) acc[s] += T[s * set_words + v];
+/* Fills ws->kl for this image and kernel: weight pointers (and the
+ * interleaved copies the kernel wants), thresholds in kernel form (per border
+ * class for binary convolutions), and the conv direction masks. Everything
+ * that depends on the image is rebuilt here, so a workspace is correct for
+ * any image, faulty or not, on every call. */
+static void prepare(const bnn_model *m, const uint64_t *image, bnn_workspace *ws,
+                    const kern_ops *K) {
+    for (uint32_t l = 0; l < m->n_layers; l++) {
+        const bnn_layer *L = &m->layers[l];
+        kern_layer *k = &ws->kl[l];
+        k->rows = L->out;
+        k->words = L->words;
+        k->n = L->in;
+        k->blocks = (L->out + KERN_RB - 1) / KERN_RB;
+        k->rm = image + L->offset;
+        k->il = NULL;
+        k->thr = k->neg = NULL;
+        k->aux = NULL;
+        if (is_u8(L->kind) && K->u8_prep) {
+            K->u8_prep(k, ws->aux);
+            k->aux = ws->aux;
+        }
+        if (K->interleaved && !is_u8(L->kind)) {
+            uint64_t *il = ws->il + ws->il_off[l];
+            kern_interleave(k, il);
+            k->il = il;
+        }
+        if (L->kind == BNN_DENSE_OUT) continue;
+        size_t rows8 = (size_t)k->blocks * KERN_RB;
+        int32_t *thr = ws->thr + ws->thr_off[l], *neg = ws->neg + ws->thr_off[l];
+        for (uint32_t r = 0; r < rows8; r++) {
+            if (r >= L->out) {
+                thr[r] = KERN_THR_MAX; /* padding rows never fire */
+                neg[r] = 0;
+            } else if (L->direction[r] < 0) {
+                thr[r] = clamp_thr(-(int64_t)L->threshold[r]); /* a < t <=> -a > -t */
+                neg[r] = -1;
+            } else {
+                thr[r] = clamp_thr(L->threshold[r]);
+                neg[r] = 0;
+            }
+        }
+        k->thr = thr;
+        k->neg = neg;
+        if (is_conv(L->kind)) {
+            uint64_t *dm = ws->dirmask + ws->dir_off[l];
+            memset(dm, 0, ((L->out + 63) / 64) * 8);
+            for (uint32_t o = 0; o < L->out; o++)
+                dm[o / 64] |= (uint64_t)(L->direction[o] > 0) << (o % 64);
+        }
+        if (L->kind == BNN_CONV_BIN) {
+            /* class c: a = a_full + corr, corr = sum of the missing taps' weights;
+             * s = +-a > thr  <=>  +-a_full > thr -+ corr */
+            for (uint32_t o = 0; o < L->out; o++) {
+                int32_t ts[9];
+                for (uint32_t t = 0; t < 9; t++)
+                    ts[t] = 2 * (int32_t)popcount_range(k->rm + (size_t)o * L->words,
+                                                        (uint64_t)t * L->in_c, L->in_c) -
+                            (int32_t)L->in_c;
+                for (uint32_t c = 1; c < CONV_CLASSES; c++) {
+                    int32_t corr = 0;
+                    for (uint32_t t = 0; t < 9; t++)
+                        if (tap_missing(c, t)) corr += ts[t];
+                    thr[c * rows8 + o] = neg[o] ? thr[o] + corr : thr[o] - corr;
                 }
             }
-            for (int s = 0; s < LUT_SETS; s++)
-                for (int i = 0; i < LANES; i++) sum[s * LANES + i] += acc[s] >> (16 * i) & 0xFFFF;
-        }
-        for (int i = 0; i < BNN_BATCH; i++) {
-            int32_t a = 2 * (int32_t)sum[i] - pixsum[i];
-            out[i * out_stride + r / 64] |= (uint64_t)fires(a, L, r) << (r % 64);
+            for (uint32_t c = 1; c < CONV_CLASSES; c++)
+                for (uint32_t r = L->out; r < rows8; r++) thr[c * rows8 + r] = KERN_THR_MAX;
         }
     }
 }
 
-/* The first layer for one image from its bit-planes: S = sum_b 2^b
- * popcount(plane_b & w); one count per plane, weighted once per row. For a
- * single image this beats the tables, whose build is paid for one image only
- * and whose lookups then serve one lane of four. */
-ALWAYS_INLINE void layer_u8_planes(const bnn_layer *L, const uint64_t *image,
-                                   const uint64_t *planes, int32_t pixsum, uint64_t *out) {
-    uint32_t words = L->words;
-    memset(out, 0, ((L->out + 63) / 64) * 8);
-    for (uint32_t r = 0; r < L->out; r++) {
-        const uint64_t *w = image + L->offset + (size_t)r * words, *p = planes;
-        int32_t c[8] = {0};
-        for (uint32_t j = 0; j < words; j++, p += 8) {
-            uint64_t x = w[j];
-            for (int b = 0; b < 8; b++) c[b] += __builtin_popcountll(p[b] & x);
+/* ---- convolution ----------------------------------------------------------- */
+
+/* ORs len bits of src starting at bit s into dst starting at bit d (dst
+ * bits there are zero). src must have one readable word past the run. */
+static void bits_or(uint64_t *dst, uint64_t d, const uint64_t *src, uint64_t s, uint32_t len) {
+    if (d % 64 == 0 && s % 64 == 0) { /* whole words (64 channels and up) */
+        for (uint32_t i = 0; i < len / 64; i++) dst[d / 64 + i] |= src[s / 64 + i];
+        d += len / 64 * 64;
+        s += len / 64 * 64;
+        len %= 64;
+    }
+    while (len) {
+        uint32_t take = len < 64 ? len : 64;
+        uint64_t sw = s / 64, ss = s % 64;
+        uint64_t v = src[sw] >> ss;
+        if (ss && take > 64 - ss) v |= src[sw + 1] << (64 - ss);
+        if (take < 64) v &= (1ull << take) - 1;
+        uint64_t dw = d / 64, ds = d % 64;
+        dst[dw] |= v << ds;
+        if (ds && take > 64 - ds) dst[dw + 1] |= v >> (64 - ds);
+        s += take;
+        d += take;
+        len -= take;
+    }
+}
+
+/* Pools (2x2, or none) one image's per-position output bits (position p at
+ * pb + p * cw) into the HWC bit map out: per channel OR for direction +1,
+ * AND for -1 (dm). */
+static void pool_bits(const bnn_layer *L, const uint64_t *pb, size_t cw, const uint64_t *dm,
+                      uint64_t *out) {
+    uint32_t W = L->in_w, P = L->pool, Ho = L->in_h / P, Wo = W / P, O = L->out;
+    memset(out, 0, (((uint64_t)Ho * Wo * O + 63) / 64) * 8);
+    uint64_t res[64];
+    for (uint32_t ph = 0; ph < Ho; ph++)
+        for (uint32_t pw = 0; pw < Wo; pw++) {
+            const uint64_t *f0 = pb + ((size_t)ph * P * W + (size_t)pw * P) * cw;
+            uint64_t bit = ((uint64_t)ph * Wo + pw) * O;
+            if (P == 1) {
+                bits_or(out, bit, f0, 0, O);
+                continue;
+            }
+            const uint64_t *f1 = f0 + cw, *f2 = f0 + W * cw, *f3 = f2 + cw;
+            for (size_t j0 = 0; j0 < cw; j0 += 64) { /* 4096 channels per step */
+                size_t nj = cw - j0 < 64 ? cw - j0 : 64;
+                for (size_t j = 0; j < nj; j++) {
+                    size_t i = j0 + j;
+                    uint64_t any = f0[i] | f1[i] | f2[i] | f3[i];
+                    uint64_t all = f0[i] & f1[i] & f2[i] & f3[i];
+                    res[j] = (dm[i] & any) | (~dm[i] & all);
+                }
+                uint32_t len = (uint32_t)(O - j0 * 64 < nj * 64 ? O - j0 * 64 : nj * 64);
+                bits_or(out, bit + j0 * 64, res, 0, len);
+            }
         }
-        int32_t s = 0;
-        for (int b = 0; b < 8; b++) s += c[b] << b;
-        out[r / 64] |= (uint64_t)fires(2 * s - pixsum, L, r) << (r % 64);
-    }
 }
 
-/* Pre-activations of row r of a binary layer for nb images: in - 2*popcount. */
-ALWAYS_INLINE void bin_rows(const uint64_t *w, uint32_t words, uint32_t n, const uint64_t *x,
-                            size_t x_stride, int32_t *a, int nb) {
-    int32_t pc[BNN_BATCH] = {0};
-    for (uint32_t j = 0; j + 1 < words; j++) {
-        uint64_t wj = w[j];
-        for (int i = 0; i < nb; i++) pc[i] += __builtin_popcountll(wj ^ x[i * x_stride + j]);
+/* One conv layer on one image: in is pixels (HWC bytes) for BNN_CONV_U8 and
+ * a bit map for BNN_CONV_BIN; out receives the pooled, thresholded bit map. */
+static void conv_image(const bnn_layer *L, const kern_layer *k, const uint8_t *cls,
+                       const uint64_t *dm, const kern_ops *K, bnn_workspace *ws, const void *in,
+                       uint64_t *out) {
+    uint32_t H = L->in_h, W = L->in_w, C = L->in_c, P = H * W;
+    size_t cw = (L->out + 63) / 64;
+    memset(ws->pbits, 0, (size_t)P * cw * 8);
+    if (L->kind == BNN_CONV_U8) {
+        const uint8_t *px = in;
+        uint8_t *cols = ws->cols;
+        size_t cs = round_up(L->in, 8);
+        for (uint32_t h = 0; h < H; h++)
+            for (uint32_t w = 0; w < W; w++) {
+                /* tap row kh is 3 C contiguous bytes of input row h + kh - 1 */
+                uint8_t *col = cols + ((size_t)h * W + w) * cs;
+                int inner = w >= 1 && w + 1 < W;
+                for (uint32_t kh = 0; kh < 3; kh++) {
+                    uint8_t *dst = col + kh * 3 * C;
+                    int64_t hh = (int64_t)h + kh - 1;
+                    if (hh < 0 || hh >= H) {
+                        memset(dst, 0, 3 * C);
+                    } else if (inner) {
+                        const uint8_t *src = px + ((size_t)hh * W + w - 1) * C;
+                        if (C == 1) { /* grey images: a constant-size copy */
+                            memcpy(dst, src, 3);
+                        } else {
+                            for (uint32_t i = 0; i < 3 * C; i++) dst[i] = src[i];
+                        }
+                    } else {
+                        for (uint32_t kw = 0; kw < 3; kw++) {
+                            int64_t ww = (int64_t)w + kw - 1;
+                            if (ww < 0 || ww >= W) {
+                                memset(dst + kw * C, 0, C);
+                                continue;
+                            }
+                            const uint8_t *src = px + ((size_t)hh * W + (size_t)ww) * C;
+                            for (uint32_t c = 0; c < C; c++) dst[kw * C + c] = src[c];
+                        }
+                    }
+                }
+            }
+        kern_out o = {NULL, 0, ws->pbits, cw, NULL, 0};
+        K->u8(k, cols, cs, P, ws->scratch, &o);
+    } else {
+        const uint64_t *x = in;
+        uint64_t *cols = ws->cols;
+        size_t cs = L->words;
+        memset(cols, 0, (size_t)P * cs * 8);
+        for (uint32_t h = 0; h < H; h++)
+            for (uint32_t w = 0; w < W; w++) {
+                uint64_t *col = cols + ((size_t)h * W + w) * cs;
+                for (uint32_t t = 0; t < 9; t++) {
+                    int64_t hh = (int64_t)h + t / 3 - 1, ww = (int64_t)w + t % 3 - 1;
+                    if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
+                    bits_or(col, (uint64_t)t * C, x, ((uint64_t)hh * W + (uint64_t)ww) * C, C);
+                }
+            }
+        kern_out o = {NULL, 0, ws->pbits, cw, cls, (size_t)k->blocks * KERN_RB};
+        K->bin(k, cols, cs, P, &o);
     }
-    uint64_t wl = w[words - 1], mask = last_mask(n);
-    for (int i = 0; i < nb; i++) {
-        pc[i] += __builtin_popcountll((wl ^ x[i * x_stride + words - 1]) & mask);
-        a[i] = (int32_t)n - 2 * pc[i];
-    }
+    pool_bits(L, ws->pbits, cw, dm, out);
 }
 
-ALWAYS_INLINE void layer_bin(const bnn_layer *L, const uint64_t *image, const uint64_t *x,
-                             size_t x_stride, uint64_t *out, size_t out_stride, int nb) {
-    for (int i = 0; i < nb; i++) memset(out + i * out_stride, 0, ((L->out + 63) / 64) * 8);
-    for (uint32_t r = 0; r < L->out; r++) {
-        int32_t a[BNN_BATCH];
-        bin_rows(image + L->offset + (size_t)r * L->words, L->words, L->in, x, x_stride, a, nb);
-        for (int i = 0; i < nb; i++)
-            out[i * out_stride + r / 64] |= (uint64_t)fires(a[i], L, r) << (r % 64);
-    }
-}
+/* ---- the network ----------------------------------------------------------- */
 
-ALWAYS_INLINE void layer_out(const bnn_layer *L, const uint64_t *image, const uint64_t *x,
-                             size_t x_stride, int32_t *scores, size_t s_stride, int nb) {
-    for (uint32_t r = 0; r < L->out; r++) {
-        int32_t a[BNN_BATCH];
-        bin_rows(image + L->offset + (size_t)r * L->words, L->words, L->in, x, x_stride, a, nb);
-        for (int i = 0; i < nb; i++) scores[i * s_stride + r] = a[i];
-    }
-}
-
-/* Whole network for nb images whose tables (nb > 1) or planes (nb = 1) and
- * pixel sums are in ws; leaves
- * the class scores in ws->scores. nb is 1 or BNN_BATCH (a constant). */
-ALWAYS_INLINE void forward(const bnn_model *m, const uint64_t *image, bnn_workspace *ws,
-                           int nb) {
-    size_t as = ws->act_words;
-    if (nb == 1)
-        layer_u8_planes(&m->layers[0], image, ws->planes, ws->pixsum[0], ws->act[0]);
-    else
-        layer_u8(&m->layers[0], image, ws->lut, lut_set_words(ws), ws->pixsum, ws->act[0], as);
+/* nb images (pixels of image i at px + i * px_stride) through the network;
+ * leaves the class scores of image i at ws->scores + i * round_up(n_classes, 8). */
+static void forward(const bnn_model *m, bnn_workspace *ws, const kern_ops *K, const uint8_t *px,
+                    size_t px_stride, uint32_t nb) {
+    size_t aw = ws->aw;
+    uint32_t l = 0;
     int cur = 0;
-    for (uint32_t l = 1; l + 1 < m->n_layers; l++) {
-        layer_bin(&m->layers[l], image, ws->act[cur], as, ws->act[cur ^ 1], as, nb);
+    while (l < m->n_layers && is_conv(m->layers[l].kind)) l++;
+    uint32_t nconv = l;
+    if (nconv) {
+        /* the conv prefix image by image: layer i writes act[i % 2] */
+        for (uint32_t i = 0; i < nb; i++)
+            for (uint32_t c = 0; c < nconv; c++) {
+                const void *in = c == 0 ? (const void *)(px + i * px_stride)
+                                        : (const void *)(ws->act[(c - 1) % 2] + i * aw);
+                conv_image(&m->layers[c], &ws->kl[c], ws->cls + ws->cls_off[c],
+                           ws->dirmask + ws->dir_off[c], K, ws, in, ws->act[c % 2] + i * aw);
+            }
+        cur = (int)((nconv - 1) % 2);
+    } else {
+        memset(ws->act[0], 0, nb * aw * 8);
+        kern_out o = {NULL, 0, ws->act[0], aw, NULL, 0};
+        K->u8(&ws->kl[0], px, px_stride, nb, ws->scratch, &o);
+        cur = 0;
+        l = 1;
+    }
+    for (; l + 1 < m->n_layers; l++) {
+        memset(ws->act[cur ^ 1], 0, nb * aw * 8);
+        kern_out o = {NULL, 0, ws->act[cur ^ 1], aw, NULL, 0};
+        K->bin(&ws->kl[l], ws->act[cur], aw, nb, &o);
         cur ^= 1;
     }
-    layer_out(&m->layers[m->n_layers - 1], image, ws->act[cur], as, ws->scores, ws->n_classes,
-              nb);
-}
-
-/* Two copies of the same code: one the compiler may build with POPCNT, one
- * for any CPU. The choice is made at run time and changes nothing but speed. */
-static void forward_1(const bnn_model *m, const uint64_t *image, bnn_workspace *ws) {
-    forward(m, image, ws, 1);
-}
-static void forward_batch(const bnn_model *m, const uint64_t *image, bnn_workspace *ws) {
-    forward(m, image, ws, BNN_BATCH);
-}
-
-#if defined(__GNUC__) && defined(__x86_64__)
-#define BNN_POPCNT_CLONE 1
-__attribute__((target("popcnt"))) static void forward_1_popcnt(const bnn_model *m,
-                                                               const uint64_t *image,
-                                                               bnn_workspace *ws) {
-    forward(m, image, ws, 1);
-}
-__attribute__((target("popcnt"))) static void forward_batch_popcnt(const bnn_model *m,
-                                                                   const uint64_t *image,
-                                                                   bnn_workspace *ws) {
-    forward(m, image, ws, BNN_BATCH);
-}
-static int have_popcnt(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("popcnt");
-}
-#endif
-
-static void run_forward(const bnn_model *m, const uint64_t *image, bnn_workspace *ws, int nb) {
-#ifdef BNN_POPCNT_CLONE
-    if (have_popcnt()) {
-        if (nb == BNN_BATCH)
-            forward_batch_popcnt(m, image, ws);
-        else
-            forward_1_popcnt(m, image, ws);
-        return;
-    }
-#endif
-    if (nb == BNN_BATCH)
-        forward_batch(m, image, ws);
-    else
-        forward_1(m, image, ws);
+    kern_out o = {ws->scores, round_up(m->n_classes, KERN_RB), NULL, 0, NULL, 0};
+    K->bin(&ws->kl[l], ws->act[cur], aw, nb, &o);
 }
 
 /* argmax, ties to the lowest class */
@@ -461,10 +688,8 @@ static int argmax(const int32_t *s, uint32_t n) {
 
 int bnn_classify(const bnn_model *m, const uint64_t *image, const uint8_t *pixels,
                  bnn_workspace *ws, int32_t *scores) {
-    uint32_t n = m->layers[0].in;
-    planes_build(ws->planes, ws->in_words, pixels, n);
-    ws->pixsum[0] = pixel_sum(pixels, n);
-    run_forward(m, image, ws, 1);
+    prepare(m, image, ws, &kern_portable);
+    forward(m, ws, &kern_portable, pixels, 0, 1);
     if (scores) memcpy(scores, ws->scores, m->n_classes * sizeof *scores);
     return argmax(ws->scores, m->n_classes);
 }
@@ -472,26 +697,16 @@ int bnn_classify(const bnn_model *m, const uint64_t *image, const uint8_t *pixel
 size_t bnn_eval_range(const bnn_model *m, const uint64_t *image, const dataset *d,
                       uint32_t begin, uint32_t end, bnn_workspace *ws, uint8_t *predictions) {
     if (end > d->n) end = d->n;
-    uint32_t n = m->layers[0].in;
-    if (begin >= end || (uint64_t)d->rows * d->cols != n) return 0;
-    size_t correct = 0;
-    uint32_t i = begin;
-    while (i < end) {
-        /* full batches, then the tail one image at a time */
-        int nb = ws->lut && end - i >= BNN_BATCH ? BNN_BATCH : 1;
-        if (nb == 1) {
-            planes_build(ws->planes, ws->in_words, dataset_image(d, i), n);
-        } else {
-            for (int s = 0; s < LUT_SETS; s++) {
-                const uint8_t *px[LANES];
-                for (int k = 0; k < LANES; k++) px[k] = dataset_image(d, i + s * LANES + k);
-                lut_build(ws->lut + s * lut_set_words(ws), ws->in_words, px, LANES, n);
-            }
-        }
-        for (int k = 0; k < nb; k++) ws->pixsum[k] = pixel_sum(dataset_image(d, i + k), n);
-        run_forward(m, image, ws, nb);
-        for (int k = 0; k < nb; k++) {
-            int c = argmax(ws->scores + (size_t)k * ws->n_classes, m->n_classes);
+    size_t npx = (size_t)m->in_rows * m->in_cols * m->in_channels;
+    if (begin >= end || (uint64_t)d->rows * d->cols != npx) return 0;
+    const kern_ops *K = kern_active();
+    prepare(m, image, ws, K);
+    size_t correct = 0, ss = round_up(m->n_classes, KERN_RB);
+    for (uint32_t i = begin; i < end;) {
+        uint32_t nb = end - i < BNN_BATCH ? end - i : BNN_BATCH;
+        forward(m, ws, K, dataset_image(d, i), npx, nb);
+        for (uint32_t k = 0; k < nb; k++) {
+            int c = argmax(ws->scores + k * ss, m->n_classes);
             if (predictions) predictions[i + k - begin] = (uint8_t)c;
             correct += c == d->labels[i + k];
         }

@@ -9,7 +9,23 @@
  *                  integer scores s_c = a_c are the class scores (the learned
  *                  Scale of the float network is stored, scale > 0, so the
  *                  argmax is that of the integer scores; ties -> lowest class).
- * Hidden layers (U8 and BIN) end in a folded batch norm + sign: neuron i fires
+ *   BNN_CONV_U8    first layer, convolutional: 3x3 kernel, stride 1, on 8-bit
+ *                  pixels (in_c channels, exact integer arithmetic);
+ *   BNN_CONV_BIN   convolutional on binary activations.
+ * Convolutions (version 2 of the file format): the input is in_h x in_w x
+ * in_c, stored HWC (channel fastest); fan-in in = 9 * in_c and weight bit
+ * (kh * 3 + kw) * in_c + c of row o is the tap (kh, kw), channel c of output
+ * channel o. Padding is 1 on each side with ZERO: a tap outside the image
+ * contributes nothing (it is left out of the sum, which is what PyTorch's
+ * zero padding does to +/-1 values), so at a border a = sum over the valid
+ * taps only. With pool = 2 a 2x2 max-pool (stride 2, odd rows/columns
+ * dropped) is taken over a BEFORE the threshold, as in the group's models
+ * (Conv -> MaxPool -> BN -> sign); for direction +1 that equals the OR of the
+ * four thresholded outputs, for direction -1 their AND. The output is
+ * (in_h / pool) x (in_w / pool) x out, HWC. A dense layer after a conv layer
+ * reads the flattened HWC vector: input index (h * W + w) * C + c.
+ * Dense layers have in_c = in, in_h = in_w = 1, pool = 1.
+ * Hidden layers (U8, BIN and CONV) end in a folded batch norm + sign: neuron i fires
  * (output bit 1, i.e. +1) iff a > threshold[i] when direction[i] = +1, and iff
  * a < threshold[i] when direction[i] = -1 (gamma < 0). See
  * docs/bnn-format.md and ../shared facts bnn.md section 1 for the folding.
@@ -32,7 +48,13 @@
 #include "../sim/error.h"
 #include "dataset.h"
 
-enum bnn_layer_kind { BNN_DENSE_U8 = 1, BNN_DENSE_BIN = 2, BNN_DENSE_OUT = 3 };
+enum bnn_layer_kind {
+    BNN_DENSE_U8 = 1,
+    BNN_DENSE_BIN = 2,
+    BNN_DENSE_OUT = 3,
+    BNN_CONV_U8 = 4,
+    BNN_CONV_BIN = 5,
+};
 
 #define BNN_MAX_LAYERS 64
 #define BNN_MAX_WIDTH (1u << 20)
@@ -40,6 +62,8 @@ enum bnn_layer_kind { BNN_DENSE_U8 = 1, BNN_DENSE_BIN = 2, BNN_DENSE_OUT = 3 };
 typedef struct bnn_layer {
     uint32_t kind;          /* enum bnn_layer_kind */
     uint32_t in, out;       /* fan-in, neurons */
+    uint32_t in_c, in_h, in_w;  /* input geometry (dense: in, 1, 1) */
+    uint32_t pool;          /* conv: 1 (none) or 2 (2x2 max-pool); dense: 1 */
     uint32_t words;         /* 64-bit words per weight row: ceil(in / 64) */
     size_t offset;          /* first word of this layer's weights in the image */
     int32_t *threshold;     /* [out]; NULL for BNN_DENSE_OUT */
@@ -49,7 +73,8 @@ typedef struct bnn_layer {
 
 typedef struct bnn_model {
     char name[64];
-    uint32_t in_rows, in_cols;  /* input image size; in of layer 0 = rows * cols */
+    uint32_t in_rows, in_cols;  /* input image size */
+    uint32_t in_channels;       /* 1 for grey images; in of a dense layer 0 = rows * cols * channels */
     uint32_t n_classes;         /* out of the last layer */
     uint32_t n_layers;
     bnn_layer *layers;
@@ -75,6 +100,21 @@ static inline uint64_t bnn_tensor_bits(const bnn_model *m, uint32_t layer) {
  * thresholds 0, directions +1, scale 1. */
 int bnn_create(bnn_model *m, const char *name, uint32_t in_rows, uint32_t in_cols,
                uint32_t n_layers, const uint32_t *widths, apx_error *err);
+
+/* One layer of a model to create: its kind, its neurons (dense) or output
+ * channels (conv), and for conv layers the pooling (1 or 2). */
+typedef struct bnn_layer_spec {
+    uint32_t kind, out, pool;
+} bnn_layer_spec;
+
+/* Allocates a model from a layer list, chaining the shapes from the input
+ * (in_rows x in_cols x in_channels). The first layer must be BNN_DENSE_U8 or
+ * BNN_CONV_U8, the last BNN_DENSE_OUT (out = classes), hidden layers
+ * BNN_DENSE_BIN or BNN_CONV_BIN, and no conv layer after a dense one.
+ * Initial values as bnn_create. bnn_create is this with dense layers. */
+int bnn_create_layers(bnn_model *m, const char *name, uint32_t in_rows, uint32_t in_cols,
+                      uint32_t in_channels, uint32_t n_layers, const bnn_layer_spec *spec,
+                      apx_error *err);
 void bnn_free(bnn_model *m);
 
 /* Weight access on the model's own image (for training export and tests). */
@@ -99,7 +139,12 @@ void bnn_fold_bn(double gamma, double beta, double mean, double var, double eps,
                  double input_scale, double max_abs_a, int32_t *threshold,
                  int8_t *direction);
 
-/* Per-thread scratch for inference. */
+/* Per-thread scratch for inference, sized from the model's shapes (it fits
+ * any model of the same shape). Everything derived from the weights (the
+ * fast kernels' compute copies, thresholds in kernel form, conv border
+ * corrections) is rebuilt at the start of every bnn_classify and
+ * bnn_eval_range call, so one workspace may be used with any image (clean or
+ * faulty) in any order. One workspace per thread; kernels share nothing else. */
 typedef struct bnn_workspace bnn_workspace;
 bnn_workspace *bnn_workspace_new(const bnn_model *m);
 void bnn_workspace_free(bnn_workspace *ws);
@@ -110,10 +155,35 @@ void bnn_workspace_free(bnn_workspace *ws);
 int bnn_classify(const bnn_model *m, const uint64_t *image, const uint8_t *pixels,
                  bnn_workspace *ws, int32_t *scores);
 
-/* Classifies samples [begin, end) of d; writes predictions (if non-NULL,
- * indexed from begin) and returns the number classified correctly. */
+/* Classifies samples [begin, end) of d, 32 images per pass over the weights;
+ * writes predictions (if non-NULL, indexed from begin) and returns the number
+ * classified correctly. Each sample is d->rows * d->cols bytes, which must
+ * equal in_rows * in_cols * in_channels (HWC; else nothing is classified and
+ * 0 is returned). */
 size_t bnn_eval_range(const bnn_model *m, const uint64_t *image, const dataset *d,
                       uint32_t begin, uint32_t end, bnn_workspace *ws, uint8_t *predictions);
+
+/* Inference kernels (workloads/kernels.h): portable C, AVX2, and AVX-512
+ * with VPOPCNTDQ. All give identical results; they differ only in speed.
+ * AUTO picks the fastest the CPU has; the environment variable
+ * APXSIM_KERNEL=portable|avx2|avx512 (read once, at the first use) overrides
+ * AUTO. bnn_eval_range uses the active kernel; bnn_classify (one image)
+ * always uses the portable one, which reads the image in place (the fast
+ * kernels build a compute copy of the weights per call, worth it only for
+ * many images). Set the kernel at start, before threads evaluate. */
+enum bnn_kernel { BNN_KERNEL_AUTO, BNN_KERNEL_PORTABLE, BNN_KERNEL_AVX2, BNN_KERNEL_AVX512 };
+
+/* Selects the kernel; refuses (APX_EINPUT, naming the missing feature) one
+ * this CPU cannot run. AUTO restores the automatic choice (still subject to
+ * APXSIM_KERNEL). */
+int bnn_set_kernel(enum bnn_kernel k, apx_error *err);
+/* The kernel in use (never AUTO), whether the CPU can run k, and names:
+ * "auto", "portable", "avx2", "avx512"; bnn_kernel_parse returns -1 for an
+ * unknown name. */
+enum bnn_kernel bnn_kernel_active(void);
+int bnn_kernel_supported(enum bnn_kernel k);
+const char *bnn_kernel_name(enum bnn_kernel k);
+int bnn_kernel_parse(const char *name);
 
 /* Model files (.bnn, docs/bnn-format.md): versioned, little endian, CRC32
  * checked. The reader validates every count against the file size before it
