@@ -1,17 +1,23 @@
 /* bnn_file.c - the .bnn model file: encode, decode, load, save, hash.
  *
  * The format is specified in docs/bnn-format.md; this file follows it field
- * by field. Decoding checks, in this order, before anything is allocated:
+ * by field. Version 2 (written) adds convolutional layers: the header gains
+ * in_channels and every layer record its input geometry and pooling.
+ * Version 1 files (dense layers only) are still read.
+ *
+ * Decoding checks, in this order, before anything is allocated:
  *   1. magic, version, header size (so a newer file is named as such even if
  *      the rest of its layout changed);
- *   2. header fields and every layer record (limits, kinds, chaining, words),
+ *   2. header fields and every layer record (limits, kinds, the whole shape
+ *      chain from the input through every conv and dense layer, words),
  *      computing the exact file size from them; it must equal the length;
  *   3. the CRC32 trailer;
  *   4. content rules the CRC cannot vouch for (a buggy writer computes a
  *      valid CRC): zero padding bits, directions +-1, zero pad bytes.
  * Step 2 runs before the CRC so that a hand-written file with a wrong field
  * gets a precise message; if the CRC fails too, the message says so, since
- * then the field is most likely just corrupt.
+ * then the field is most likely just corrupt. The model is then allocated
+ * by bnn_create_layers (the one place that allocates models) and filled in.
  *
  * All multi-byte values are little endian and read byte by byte, so the
  * code does not depend on host byte order or alignment. */
@@ -29,18 +35,31 @@
 
 #define BNNF_MAGIC "APXSBNN\0"
 #define BNNF_MAGIC_LEN 8
-#define BNNF_VERSION 1u
-#define BNNF_HEADER_SIZE 96u
+#define BNNF_VERSION 2u /* the version written; 1 and 2 are read */
 #define BNNF_NAME_OFF 16u
 #define BNNF_NAME_LEN 64u
-#define BNNF_RECORD_SIZE 20u
 #define BNNF_TRAILER_SIZE 4u
+#define BNNF_MIN_HEADER 96u /* the smaller of the two header sizes */
+/* Version 2 limits, the same as bnn_create_layers' (workloads/bnn.c): input
+ * values (rows x cols x channels) and bits of a convolution's output map
+ * before pooling. Checked here first so that the message names the field. */
+#define BNNF_MAX_INPUT (1u << 25)
+#define BNNF_MAX_MAP (1ull << 28)
 
 /* FNV-1a 64 (Fowler, Noll, Vo): offset basis and prime. */
 #define FNV64_OFFSET 0xcbf29ce484222325ull
 #define FNV64_PRIME 0x100000001b3ull
 
-static const char *const kind_name[4] = {"?", "U8", "BIN", "OUT"};
+/* Header and layer record sizes by version (index 1 and 2). */
+static const uint32_t header_size_of[3] = {0, 96, 100};
+static const uint32_t record_size_of[3] = {0, 20, 36};
+
+static const char *kind_label(uint32_t kind) {
+    static const char *const names[] = {"?", "U8", "BIN", "OUT", "CONV_U8", "CONV_BIN"};
+    return kind < sizeof names / sizeof names[0] ? names[kind] : "?";
+}
+
+static int is_conv(uint32_t kind) { return kind == BNN_CONV_U8 || kind == BNN_CONV_BIN; }
 
 /* ---- little-endian access ---------------------------------------------- */
 
@@ -69,20 +88,18 @@ static uint64_t layer_body_bytes(uint32_t kind, uint32_t out, uint32_t words) {
     return bytes;
 }
 
-static uint32_t expected_kind(uint32_t l, uint32_t n_layers) {
-    return l == n_layers - 1 ? BNN_DENSE_OUT : l == 0 ? BNN_DENSE_U8 : BNN_DENSE_BIN;
-}
-
 /* Where one layer's parts are in a checked buffer. */
 typedef struct layer_view {
     uint32_t kind, in, out, words;
+    uint32_t in_c, in_h, in_w, pool;
     float scale;
     uint64_t record, weights, thresholds, directions;  /* byte offsets */
 } layer_view;
 
 typedef struct file_view {
+    uint32_t version, header_size, record_size;
     char name[BNNF_NAME_LEN];
-    uint32_t in_rows, in_cols, n_classes, n_layers;
+    uint32_t in_rows, in_cols, in_channels, n_classes, n_layers;
     layer_view layers[BNN_MAX_LAYERS];
 } file_view;
 
@@ -102,23 +119,142 @@ static int check_preamble(const uint8_t *buf, size_t len, const char *fn, apx_er
     if (version > BNNF_VERSION)
         return apx_fail(err, APX_EINPUT,
                         "%s: written by a newer apxsim (format version %u; this build reads "
-                        "version %u)",
+                        "versions 1 to %u)",
                         fn, version, BNNF_VERSION);
     if (version == 0)
         return apx_fail(err, APX_EINPUT, "%s: byte 8: format version 0 is not valid", fn);
     uint32_t header_size = get_u32(buf + 12);
-    if (header_size != BNNF_HEADER_SIZE)
+    if (header_size != header_size_of[version])
         return apx_fail(err, APX_EINPUT, "%s: byte 12: header size %u, expected %u for version %u",
-                        fn, header_size, BNNF_HEADER_SIZE, BNNF_VERSION);
+                        fn, header_size, header_size_of[version], version);
+    return APX_OK;
+}
+
+/* The shape of the activations between layers: H x W x C (HWC). After a
+ * dense layer it is 1 x 1 x out. */
+typedef struct geometry {
+    uint32_t h, w, c;
+} geometry;
+
+static uint64_t volume(geometry g) { return (uint64_t)g.h * g.w * g.c; }
+
+/* Checks one layer record against the geometry flowing into it and the
+ * layer's position; on success *next is the geometry it produces. `at` is
+ * the record's byte offset (for messages). */
+static int check_record(const file_view *v, uint32_t l, const layer_view *L, geometry cur,
+                        int after_dense, uint64_t at, const char *fn, geometry *next,
+                        apx_error *err) {
+    unsigned long long pos = (unsigned long long)at;
+    int last = l == v->n_layers - 1;
+    /* kind by position */
+    const char *want = NULL;
+    if (last) {
+        if (L->kind != BNN_DENSE_OUT) want = "3 (OUT)";
+    } else if (l == 0) {
+        if (L->kind != BNN_DENSE_U8 && !(v->version >= 2 && L->kind == BNN_CONV_U8))
+            want = v->version >= 2 ? "1 (U8) or 4 (CONV_U8)" : "1 (U8)";
+    } else if (L->kind != BNN_DENSE_BIN && !(v->version >= 2 && L->kind == BNN_CONV_BIN)) {
+        want = v->version >= 2 ? "2 (BIN) or 5 (CONV_BIN)" : "2 (BIN)";
+    }
+    if (want)
+        return apx_fail(err, APX_EINPUT, "%s: layer %u (byte %llu): kind %u, expected %s", fn, l,
+                        pos, L->kind, want);
+    if (is_conv(L->kind) && after_dense)
+        return apx_fail(err, APX_EINPUT,
+                        "%s: layer %u (byte %llu): kind %u (%s) after a dense layer; convolutions "
+                        "come before the dense layers",
+                        fn, l, pos, L->kind, kind_label(L->kind));
+
+    /* input geometry: what the previous layer produces */
+    uint32_t want_in;
+    const char *why;
+    if (is_conv(L->kind)) {
+        if (L->in_h != cur.h || L->in_w != cur.w || L->in_c != cur.c)
+            return apx_fail(err, APX_EINPUT,
+                            "%s: layer %u (byte %llu): input %ux%ux%u (in_h x in_w x in_c), "
+                            "expected %ux%ux%u from %s",
+                            fn, l, pos + 20, L->in_h, L->in_w, L->in_c, cur.h, cur.w, cur.c,
+                            l == 0 ? "the model input" : "the previous layer");
+        if (L->pool != 1 && L->pool != 2)
+            return apx_fail(err, APX_EINPUT,
+                            "%s: layer %u (byte %llu): pool %u, expected 1 or 2", fn, l, pos + 32,
+                            L->pool);
+        if (L->in_h < L->pool || L->in_w < L->pool)
+            return apx_fail(err, APX_EINPUT,
+                            "%s: layer %u (byte %llu): a %ux%u input is too small for pool %u", fn,
+                            l, pos + 32, L->in_h, L->in_w, L->pool);
+        want_in = cur.c <= BNN_MAX_WIDTH / 9 ? 9 * cur.c : 0; /* 0: refused below */
+        why = "9 * in_c";
+    } else {
+        uint64_t vol = volume(cur);
+        want_in = vol <= BNN_MAX_WIDTH ? (uint32_t)vol : 0;
+        why = l == 0 ? "in_rows * in_cols * in_channels" : "the previous layer's output H x W x C";
+    }
+    if (want_in == 0)
+        return apx_fail(err, APX_EINPUT,
+                        "%s: layer %u (byte %llu): its input %ux%ux%u needs a fan-in above %u", fn,
+                        l, pos + 4, cur.h, cur.w, cur.c, BNN_MAX_WIDTH);
+    if (L->in != want_in)
+        return apx_fail(err, APX_EINPUT, "%s: layer %u (byte %llu): fan-in %u, expected %u (%s)",
+                        fn, l, pos + 4, L->in, want_in, why);
+    if (!is_conv(L->kind) && (L->in_c != L->in || L->in_h != 1 || L->in_w != 1 || L->pool != 1))
+        return apx_fail(err, APX_EINPUT,
+                        "%s: layer %u (byte %llu): dense layer with in_c %u, in_h %u, in_w %u, "
+                        "pool %u; expected in_c = in (%u), in_h = in_w = pool = 1",
+                        fn, l, pos + 20, L->in_c, L->in_h, L->in_w, L->pool, L->in);
+    if (L->out == 0 || L->out > BNN_MAX_WIDTH)
+        return apx_fail(err, APX_EINPUT, "%s: layer %u (byte %llu): width %u is outside 1..%u", fn,
+                        l, pos + 8, L->out, BNN_MAX_WIDTH);
+    if (last && L->out != v->n_classes)
+        return apx_fail(err, APX_EINPUT,
+                        "%s: layer %u (byte %llu): width %u, expected n_classes %u", fn, l, pos + 8,
+                        L->out, v->n_classes);
+    uint32_t want_words = (L->in + 63) / 64;
+    if (L->words != want_words)
+        return apx_fail(err, APX_EINPUT, "%s: layer %u: words %u, expected %u for fan-in %u", fn,
+                        l, L->words, want_words, L->in);
+    if (L->kind == BNN_DENSE_OUT) {
+        if (!(isfinite(L->scale) && L->scale > 0))
+            return apx_fail(err, APX_EINPUT,
+                            "%s: layer %u (byte %llu): scale %g, expected a finite value > 0", fn,
+                            l, pos + 16, (double)L->scale);
+    } else {
+        uint32_t bits;
+        memcpy(&bits, &L->scale, 4);
+        if (bits != 0)
+            return apx_fail(err, APX_EINPUT,
+                            "%s: layer %u (byte %llu): scale of a hidden layer must be 0", fn, l,
+                            pos + 16);
+    }
+    if (is_conv(L->kind)) {
+        /* The map before pooling is an activation buffer of inference:
+         * bounded, so that a small file cannot ask for a huge workspace. */
+        geometry full = {L->in_h, L->in_w, L->out};
+        if (volume(full) > BNNF_MAX_MAP)
+            return apx_fail(err, APX_EINPUT,
+                            "%s: layer %u (byte %llu): output map %ux%ux%u has %llu values, more "
+                            "than %llu",
+                            fn, l, pos + 8, full.h, full.w, full.c,
+                            (unsigned long long)volume(full), BNNF_MAX_MAP);
+        *next = (geometry){L->in_h / L->pool, L->in_w / L->pool, L->out};
+    } else {
+        *next = (geometry){1, 1, L->out};
+    }
     return APX_OK;
 }
 
 /* Step 2, after check_preamble has passed. */
 static int check_structure(const uint8_t *buf, size_t len, const char *fn, file_view *v,
                            apx_error *err) {
-    if (len < BNNF_HEADER_SIZE + BNNF_TRAILER_SIZE)
+    if (len < BNNF_MIN_HEADER + BNNF_TRAILER_SIZE)
         return apx_fail(err, APX_EINPUT, "%s: truncated: %zu bytes, the header alone needs %u",
-                        fn, len, BNNF_HEADER_SIZE + BNNF_TRAILER_SIZE);
+                        fn, len, BNNF_MIN_HEADER + BNNF_TRAILER_SIZE);
+    v->version = get_u32(buf + 8);
+    v->header_size = header_size_of[v->version];
+    v->record_size = record_size_of[v->version];
+    if (len < (uint64_t)v->header_size + BNNF_TRAILER_SIZE)
+        return apx_fail(err, APX_EINPUT, "%s: truncated: %zu bytes, the header alone needs %u",
+                        fn, len, v->header_size + BNNF_TRAILER_SIZE);
 
     /* Name: NUL-terminated, NUL-padded (so each model has one encoding). */
     const uint8_t *name = buf + BNNF_NAME_OFF;
@@ -136,10 +272,18 @@ static int check_structure(const uint8_t *buf, size_t len, const char *fn, file_
     v->in_cols = get_u32(buf + 84);
     v->n_classes = get_u32(buf + 88);
     v->n_layers = get_u32(buf + 92);
+    v->in_channels = v->version >= 2 ? get_u32(buf + 96) : 1;
     uint64_t in_size = (uint64_t)v->in_rows * v->in_cols;
-    if (v->in_rows == 0 || v->in_cols == 0 || in_size > BNN_MAX_WIDTH)
+    if (v->version == 1 && (v->in_rows == 0 || v->in_cols == 0 || in_size > BNN_MAX_WIDTH))
         return apx_fail(err, APX_EINPUT, "%s: byte 80: input size %ux%u is outside 1..%u pixels",
                         fn, v->in_rows, v->in_cols, BNN_MAX_WIDTH);
+    if (v->version >= 2 &&
+        (v->in_rows == 0 || v->in_cols == 0 || v->in_channels == 0 ||
+         in_size > BNNF_MAX_INPUT || in_size * v->in_channels > BNNF_MAX_INPUT))
+        return apx_fail(err, APX_EINPUT,
+                        "%s: byte 80: input size %ux%ux%u (rows x cols x channels) is outside "
+                        "1..%u values",
+                        fn, v->in_rows, v->in_cols, v->in_channels, BNNF_MAX_INPUT);
     if (v->n_classes == 0 || v->n_classes > BNN_MAX_WIDTH)
         return apx_fail(err, APX_EINPUT, "%s: byte 88: n_classes %u is outside 1..%u", fn,
                         v->n_classes, BNN_MAX_WIDTH);
@@ -147,12 +291,13 @@ static int check_structure(const uint8_t *buf, size_t len, const char *fn, file_
         return apx_fail(err, APX_EINPUT, "%s: byte 92: n_layers %u is outside 2..%u", fn,
                         v->n_layers, BNN_MAX_LAYERS);
 
-    uint64_t pos = BNNF_HEADER_SIZE;
-    uint32_t want_in = (uint32_t)in_size;
+    uint64_t pos = v->header_size;
+    geometry cur = {v->in_rows, v->in_cols, v->in_channels};
+    int after_dense = 0;
     const uint64_t body_end = len - BNNF_TRAILER_SIZE;
     for (uint32_t l = 0; l < v->n_layers; l++) {
         layer_view *L = &v->layers[l];
-        if (pos + BNNF_RECORD_SIZE > body_end)
+        if (pos + v->record_size > body_end)
             return apx_fail(err, APX_EINPUT,
                             "%s: truncated: %zu bytes, layer %u's record at byte %llu does not fit",
                             fn, len, l, (unsigned long long)pos);
@@ -163,43 +308,23 @@ static int check_structure(const uint8_t *buf, size_t len, const char *fn, file_
         L->out = get_u32(r + 8);
         L->words = get_u32(r + 12);
         L->scale = get_f32(r + 16);
-        uint32_t want_kind = expected_kind(l, v->n_layers);
-        if (L->kind != want_kind)
-            return apx_fail(err, APX_EINPUT, "%s: layer %u (byte %llu): kind %u, expected %u (%s)",
-                            fn, l, (unsigned long long)pos, L->kind, want_kind,
-                            kind_name[want_kind]);
-        if (L->in != want_in)
-            return apx_fail(err, APX_EINPUT,
-                            "%s: layer %u (byte %llu): fan-in %u, expected %u (%s)", fn, l,
-                            (unsigned long long)pos + 4, L->in, want_in,
-                            l == 0 ? "in_rows * in_cols" : "the previous layer's width");
-        if (L->out == 0 || L->out > BNN_MAX_WIDTH)
-            return apx_fail(err, APX_EINPUT, "%s: layer %u (byte %llu): width %u is outside 1..%u",
-                            fn, l, (unsigned long long)pos + 8, L->out, BNN_MAX_WIDTH);
-        if (l == v->n_layers - 1 && L->out != v->n_classes)
-            return apx_fail(err, APX_EINPUT,
-                            "%s: layer %u (byte %llu): width %u, expected n_classes %u", fn, l,
-                            (unsigned long long)pos + 8, L->out, v->n_classes);
-        uint32_t want_words = (L->in + 63) / 64;
-        if (L->words != want_words)
-            return apx_fail(err, APX_EINPUT, "%s: layer %u: words %u, expected %u for fan-in %u",
-                            fn, l, L->words, want_words, L->in);
-        if (L->kind == BNN_DENSE_OUT) {
-            if (!(isfinite(L->scale) && L->scale > 0))
-                return apx_fail(err, APX_EINPUT,
-                                "%s: layer %u (byte %llu): scale %g, expected a finite value > 0",
-                                fn, l, (unsigned long long)pos + 16, (double)L->scale);
-        } else if (get_u32(r + 16) != 0) {
-            return apx_fail(err, APX_EINPUT,
-                            "%s: layer %u (byte %llu): scale of a hidden layer must be 0", fn, l,
-                            (unsigned long long)pos + 16);
+        if (v->version >= 2) {
+            L->in_c = get_u32(r + 20);
+            L->in_h = get_u32(r + 24);
+            L->in_w = get_u32(r + 28);
+            L->pool = get_u32(r + 32);
+        } else { /* version 1: dense layers, whose geometry is implied */
+            L->in_c = L->in;
+            L->in_h = L->in_w = L->pool = 1;
         }
-        pos += BNNF_RECORD_SIZE;
+        int rc = check_record(v, l, L, cur, after_dense, pos, fn, &cur, err);
+        if (rc) return rc;
+        after_dense |= !is_conv(L->kind);
+        pos += v->record_size;
         L->weights = pos;
         L->thresholds = pos + (uint64_t)L->out * L->words * 8;
         L->directions = L->thresholds + (uint64_t)L->out * 4;
         pos += layer_body_bytes(L->kind, L->out, L->words);
-        want_in = L->out;
     }
     uint64_t total = pos + BNNF_TRAILER_SIZE;
     if (total > len)
@@ -252,7 +377,7 @@ static int check_file(const uint8_t *buf, size_t len, const char *fn, file_view 
     rc = check_structure(buf, len, fn, v, err);
     if (rc) {
         /* Below the minimum size a CRC says nothing new. */
-        if (err && len >= BNNF_HEADER_SIZE + BNNF_TRAILER_SIZE && !crc_matches(buf, len)) {
+        if (err && len >= BNNF_MIN_HEADER + BNNF_TRAILER_SIZE && !crc_matches(buf, len)) {
             size_t n = strlen(err->msg);
             snprintf(err->msg + n, sizeof err->msg - n,
                      " (and the checksum does not match: the file is probably corrupt)");
@@ -273,11 +398,12 @@ int bnn_decode(const uint8_t *buf, size_t len, const char *name, bnn_model *m, a
         free(v);
         return rc;
     }
-    uint32_t widths[BNN_MAX_LAYERS + 1];
-    widths[0] = v->in_rows * v->in_cols;
-    for (uint32_t l = 0; l < v->n_layers; l++) widths[l + 1] = v->layers[l].out;
+    bnn_layer_spec spec[BNN_MAX_LAYERS];
+    for (uint32_t l = 0; l < v->n_layers; l++)
+        spec[l] = (bnn_layer_spec){v->layers[l].kind, v->layers[l].out, v->layers[l].pool};
     bnn_model tmp;
-    rc = bnn_create(&tmp, v->name, v->in_rows, v->in_cols, v->n_layers, widths, err);
+    rc = bnn_create_layers(&tmp, v->name, v->in_rows, v->in_cols, v->in_channels, v->n_layers,
+                           spec, err);
     if (rc) {
         free(v);
         return apx_wrap(err, "%s: ", fn);
@@ -285,6 +411,17 @@ int bnn_decode(const uint8_t *buf, size_t len, const char *name, bnn_model *m, a
     for (uint32_t l = 0; l < v->n_layers; l++) {
         const layer_view *F = &v->layers[l];
         bnn_layer *L = &tmp.layers[l];
+        /* The file's shape chain and bnn_create_layers' must agree; they
+         * can only differ through a bug, never through input. */
+        if (L->kind != F->kind || L->in != F->in || L->out != F->out || L->words != F->words ||
+            L->in_c != F->in_c || L->in_h != F->in_h || L->in_w != F->in_w ||
+            L->pool != F->pool) {
+            bnn_free(&tmp);
+            free(v);
+            return apx_fail(err, APX_EWORK,
+                            "%s: layer %u: the file's shape and bnn_create_layers' disagree", fn,
+                            l);
+        }
         uint64_t *w = tmp.image + L->offset;
         size_t n_words = (size_t)L->out * L->words;
         for (size_t i = 0; i < n_words; i++) w[i] = get_u64(buf + F->weights + 8 * i);
@@ -327,12 +464,12 @@ static void put_u64(sink *s, uint64_t v) {
     put_u32(s, (uint32_t)(v >> 32));
 }
 
-/* Writes the file without its CRC trailer; with_name 0 leaves out the name
- * field (the hash's definition, docs/bnn-format.md). */
-static void serialise(const bnn_model *m, sink *s, int with_name) {
+/* Writes the given version of the file without its CRC trailer; with_name 0
+ * leaves out the name field (the hash's definition, docs/bnn-format.md). */
+static void serialise(const bnn_model *m, sink *s, int with_name, uint32_t version) {
     put(s, BNNF_MAGIC, BNNF_MAGIC_LEN);
-    put_u32(s, BNNF_VERSION);
-    put_u32(s, BNNF_HEADER_SIZE);
+    put_u32(s, version);
+    put_u32(s, header_size_of[version]);
     if (with_name) {
         char name[BNNF_NAME_LEN] = {0};
         memcpy(name, m->name, strnlen(m->name, BNNF_NAME_LEN - 1));  /* NUL-padded */
@@ -342,6 +479,7 @@ static void serialise(const bnn_model *m, sink *s, int with_name) {
     put_u32(s, m->in_cols);
     put_u32(s, m->n_classes);
     put_u32(s, m->n_layers);
+    if (version >= 2) put_u32(s, m->in_channels);
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const bnn_layer *L = &m->layers[l];
         uint32_t scale_bits;  /* hidden layers: must be 0, else the check refuses */
@@ -351,6 +489,12 @@ static void serialise(const bnn_model *m, sink *s, int with_name) {
         put_u32(s, L->out);
         put_u32(s, L->words);
         put_u32(s, scale_bits);
+        if (version >= 2) {
+            put_u32(s, L->in_c);
+            put_u32(s, L->in_h);
+            put_u32(s, L->in_w);
+            put_u32(s, L->pool);
+        }
         const uint64_t *w = m->image + L->offset;
         for (size_t i = 0; i < (size_t)L->out * L->words; i++) put_u64(s, w[i]);
         if (L->kind == BNN_DENSE_OUT) continue;
@@ -368,7 +512,7 @@ static int encoded_size(const bnn_model *m, size_t *size, apx_error *err) {
     if (!m || !m->layers || !m->image || m->n_layers < 2 || m->n_layers > BNN_MAX_LAYERS)
         return apx_fail(err, APX_EINPUT, "model '%s': not a complete model (%u layers)",
                         m ? m->name : "", m ? m->n_layers : 0);
-    uint64_t total = BNNF_HEADER_SIZE + BNNF_TRAILER_SIZE;
+    uint64_t total = header_size_of[BNNF_VERSION] + BNNF_TRAILER_SIZE;
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const bnn_layer *L = &m->layers[l];
         if (L->in == 0 || L->in > BNN_MAX_WIDTH || L->out == 0 || L->out > BNN_MAX_WIDTH ||
@@ -381,7 +525,7 @@ static int encoded_size(const bnn_model *m, size_t *size, apx_error *err) {
         if (L->kind != BNN_DENSE_OUT && (!L->threshold || !L->direction))
             return apx_fail(err, APX_EINPUT, "model '%s': layer %u: hidden layer without thresholds",
                             m->name, l);
-        total += BNNF_RECORD_SIZE + layer_body_bytes(L->kind, L->out, L->words);
+        total += record_size_of[BNNF_VERSION] + layer_body_bytes(L->kind, L->out, L->words);
     }
     if (total > SIZE_MAX)
         return apx_fail(err, APX_EWORK, "model '%s': %llu bytes do not fit in memory", m->name,
@@ -398,7 +542,7 @@ int bnn_encode(const bnn_model *m, uint8_t **buf, size_t *len, apx_error *err) {
     if (!b)
         return apx_fail(err, APX_EWORK, "model '%s': out of memory for %zu bytes", m->name, size);
     sink s = {b, 0, 0};
-    serialise(m, &s, 1);
+    serialise(m, &s, 1, BNNF_VERSION);
     uint32_t crc = (uint32_t)crc32_z(0L, b, s.pos);
     put_u32(&s, crc);
     /* Never produce a file the reader refuses: decode's checks are the
@@ -423,9 +567,22 @@ int bnn_encode(const bnn_model *m, uint8_t **buf, size_t *len, apx_error *err) {
     return APX_OK;
 }
 
+/* The hash is over the model, not over the file it came from: a model that
+ * version 1 can hold (dense layers on a one-channel input) hashes as its
+ * version 1 encoding, so converting a file to version 2 keeps its hash and
+ * results databases keep their keys; any other model hashes as its
+ * version 2 encoding. The version field inside the hashed bytes keeps the
+ * two domains apart. */
+static int fits_version_1(const bnn_model *m) {
+    if (m->in_channels != 1) return 0;
+    for (uint32_t l = 0; l < m->n_layers; l++)
+        if (is_conv(m->layers[l].kind)) return 0;
+    return 1;
+}
+
 void bnn_hash_hex(const bnn_model *m, char out[17]) {
     sink s = {NULL, 0, FNV64_OFFSET};
-    serialise(m, &s, 0);
+    serialise(m, &s, 0, fits_version_1(m) ? 1 : BNNF_VERSION);
     snprintf(out, 17, "%016llx", (unsigned long long)s.fnv);
 }
 
