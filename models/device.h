@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "../faultmaps/fmap.h"
+#include "geometry.h"
 #include "../sim/config.h"
 #include "../sim/error.h"
 
@@ -24,6 +25,22 @@
 #define DEVICE_MAX_KNOBS 16
 
 typedef struct device device;
+
+/* Where a region (one weight tensor) lives. Its used bits are rows x cols,
+ * logical bit b = row * cols + col, stored at bit (col % 8) of byte
+ * base_addr + row * row_stride + col / 8 of the memory `geo` (a little-endian
+ * image of 64-bit words, as workloads/bnn.h lays out its weights). Devices
+ * that model no geometry (uniform) use only id and the bit count; devices
+ * with spatial structure (DRAM, replayed maps) use the addresses. */
+typedef struct device_region {
+    uint32_t id;            /* tensor index: part of the random key */
+    uint64_t rows, cols;
+    uint64_t base_addr;     /* byte address of row 0 */
+    uint64_t row_stride;    /* bytes from one row to the next (>= cols / 8) */
+    const geometry *geo;
+} device_region;
+
+static inline uint64_t device_region_bits(const device_region *r) { return r->rows * r->cols; }
 
 typedef struct device_ops {
     int version;                /* DEVICE_OPS_VERSION */
@@ -39,10 +56,22 @@ typedef struct device_ops {
      * config node the point came from, for error positions (may be NULL). */
     int (*check_point)(const device *d, const double *op, const cfg_node *at,
                        apx_error *err);
-    /* The faults of one region of one chip at op (see contract above).
-     * `out` is reset to region_bits first. */
+    /* The faults of one region of one chip at op (see contract above), as
+     * logical bits of the region. `out` is reset to the region's bit count
+     * first. */
     int (*faults)(const device *d, const double *op, uint64_t seed, uint32_t chip,
-                  uint32_t region, uint64_t region_bits, fmap *out, apx_error *err);
+                  const device_region *region, fmap *out, apx_error *err);
+    /* Optional (may be NULL): told once, before any faults() call, every
+     * region the sweep will ask about (the placement is fixed for a plan), so
+     * a device can keep only what lands in them: a replayed map of millions
+     * of faults then costs memory for the faults that hit the weights, not
+     * for the whole map. Called again before each job with the same regions
+     * (it must return at once then) and with new ones if the regions change. */
+    int (*prepare)(device *d, const device_region *regions, size_t n, apx_error *err);
+    /* Optional (may be NULL): a hash of content that the config only names,
+     * such as the fault-map files a replay device reads, so that the result
+     * keys of a sweep change when that content changes. */
+    uint64_t (*content_hash)(const device *d);
 } device_ops;
 
 /* Every implementation's struct starts with this. */

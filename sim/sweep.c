@@ -54,15 +54,24 @@ static int load_points(const cfg_node *node, sweep_plan *p, apx_error *err) {
 }
 
 int sweep_plan_load(const char *path, sweep_plan *p, apx_error *err) {
-    static const char *const top_keys[] = {"name", "seed", "chips", "threads", "output",
-                                           "workload", "device", "operating_points", NULL};
+    memset(p, 0, sizeof *p);
+    cfg_doc *doc = cfg_load_file(path, err);
+    if (!doc) return err->code;
+    return sweep_plan_from_doc(doc, path, p, err);
+}
+
+int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error *err) {
+    static const char *const top_keys[] = {"name",   "seed",   "chips",
+                                           "threads", "output", "workload",
+                                           "memory", "device", "operating_points",
+                                           NULL};
+    static const char *const memory_keys[] = {"geometry", "base", NULL};
     static const char *const workload_keys[] = {"name", "model", "dataset", "split",
                                                 "limit", "data_dir", NULL};
     static const char *const datasets[] = {"fashion-mnist", NULL};
     static const char *const splits[] = {"test", "train", NULL};
     memset(p, 0, sizeof *p);
-    p->doc = cfg_load_file(path, err);
-    if (!p->doc) return err->code;
+    p->doc = doc;
     p->config_path = path;
     const cfg_node *root = cfg_root(p->doc), *w;
     long long seed, chips, threads, limit;
@@ -92,6 +101,13 @@ int sweep_plan_load(const char *path, sweep_plan *p, apx_error *err) {
     p->chips = (uint32_t)chips;
     p->threads = (uint32_t)threads;
     p->limit = (uint32_t)limit;
+    const cfg_node *mem = cfg_find(root, "memory");
+    long long base;
+    if ((mem && cfg_expect_map(mem, "memory", memory_keys, err)) ||
+        geometry_from_yaml(cfg_find(mem, "geometry"), &p->geo, err) ||
+        cfg_get_int(mem, "base", 0, 0, 0, INT64_MAX, &base, err))
+        goto fail;
+    p->base_addr = (uint64_t)base;
     if (device_create(cfg_find(root, "device"), &p->dev, err)) goto fail;
     p->points_at = cfg_find(root, "operating_points");
     if (!p->points_at) {
@@ -228,20 +244,55 @@ static void *eval_slice_run(void *arg) {
     return NULL;
 }
 
+/* Tells a device with a prepare hook every region of the model's weights,
+ * built exactly as sweep_eval_job hands them to faults() (one per layer), so
+ * that it can keep only what lands in them (a replayed map of millions of
+ * faults then holds only those on the weights). sweep_run calls it once
+ * before the jobs; sweep_eval_job calls it again for `apxsim eval` and other
+ * direct callers: a device already prepared for these regions returns at
+ * once (the replay device compares them under its lock). The device is the
+ * caller's, not const: sweep_eval_job takes it const because faults() only
+ * reads it. */
+static int prepare_device(const device *dev, const sweep_workload *w, const geometry *geo,
+                          uint64_t base_addr, apx_error *err) {
+    if (!dev || !dev->ops->prepare) return APX_OK;
+    const bnn_model *m = &w->model;
+    device_region *regions = malloc((m->n_layers ? m->n_layers : 1) * sizeof *regions);
+    if (!regions) return apx_fail(err, APX_EWORK, "out of memory");
+    for (uint32_t l = 0; l < m->n_layers; l++) {
+        const bnn_layer *L = &m->layers[l];
+        regions[l] = (device_region){l, L->out, L->in, base_addr + L->offset * 8,
+                                     (uint64_t)L->words * 8, geo};
+    }
+    int rc = dev->ops->prepare((device *)dev, regions, m->n_layers, err);
+    free(regions);
+    return rc ? apx_wrap(err, "preparing the %s device: ", dev->ops->kind) : APX_OK;
+}
+
 int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
-                   uint64_t seed, uint32_t chip, uint32_t threads, uint64_t *scratch,
-                   job_result *res, apx_error *err) {
+                   const geometry *geo, uint64_t base_addr, uint64_t seed, uint32_t chip,
+                   uint32_t threads, uint64_t *scratch, job_result *res, apx_error *err) {
     const bnn_model *m = &w->model;
     double t0 = progress_now();
     memset(res, 0, sizeof *res);
+    uint64_t image_bytes = m->image_words * 8, memory = geometry_bytes(geo);
+    if (base_addr > memory || image_bytes > memory - base_addr)
+        return apx_fail(err, APX_EINPUT,
+                        "the model's %llu bytes of weights at base %llu do not fit in a memory "
+                        "of %llu bytes",
+                        (unsigned long long)image_bytes, (unsigned long long)base_addr,
+                        (unsigned long long)memory);
     memcpy(scratch, m->image, m->image_words * sizeof *scratch);
+    if (prepare_device(dev, w, geo, base_addr, err)) return err->code;
     if (dev) {
         fmap fm;
         fmap_init(&fm, 0);
         for (uint32_t l = 0; l < m->n_layers; l++) {
             const bnn_layer *L = &m->layers[l];
             uint64_t bits = bnn_tensor_bits(m, l);
-            int rc = dev->ops->faults(dev, op, seed, chip, l, bits, &fm, err);
+            device_region region = {l, L->out, L->in, base_addr + L->offset * 8,
+                                    (uint64_t)L->words * 8, geo};
+            int rc = dev->ops->faults(dev, op, seed, chip, &region, &fm, err);
             if (rc) {
                 fmap_free(&fm);
                 return apx_wrap(err, "layer %u: ", l);
@@ -344,8 +395,8 @@ static void *worker(void *arg) {
         pthread_mutex_unlock(&P->lock);
         if (!j) break;
         job_result r;
-        rc = sweep_eval_job(P->w, p->dev, &p->points[j->point * p->n_knobs], p->seed,
-                            j->chip, 1, scratch, &r, &err);
+        rc = sweep_eval_job(P->w, p->dev, &p->points[j->point * p->n_knobs], &p->geo,
+                            p->base_addr, p->seed, j->chip, 1, scratch, &r, &err);
         pthread_mutex_lock(&P->lock);
         if (rc == APX_OK) rc = store_job(P, j, &r, &err);
         if (rc == APX_OK) P->done++;
@@ -369,6 +420,13 @@ static void make_keys(const sweep_plan *p, const sweep_workload *w, size_t point
     kh_add(&op, "apxsim-op-v1");
     kh_add(&op, p->dev->ops->kind);
     kh_add_node(&op, cfg_find(cfg_root(p->doc), "device"));
+    kh_add_node(&op, cfg_find(cfg_root(p->doc), "memory"));
+    if (p->dev->ops->content_hash) {
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016llx",
+                 (unsigned long long)p->dev->ops->content_hash(p->dev));
+        kh_add(&op, hex);
+    }
     for (int k = 0; k < p->n_knobs; k++) {
         kh_add(&op, p->dev->ops->knobs[k]);
         kh_addf(&op, p->points[point * p->n_knobs + k]);
@@ -393,6 +451,10 @@ int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
     sweep_workload w;
     if (sweep_workload_load(p->model_path, p->data_dir, p->split, p->limit, &w, err))
         return err->code;
+    if (prepare_device(p->dev, &w, &p->geo, p->base_addr, err)) {
+        sweep_workload_free(&w);
+        return err->code;
+    }
     pool P = {.plan = p, .w = &w, .stop = stop, .progress = progress, .ctx = ctx};
     int rc = store_open(db_path ? db_path : p->output, &P.db, err);
     if (rc) {

@@ -38,6 +38,10 @@ typedef struct sweep_plan {
     const char *data_dir;       /* NULL = default Fashion-MNIST location */
     const char *split;          /* "test" or "train" */
     uint32_t limit;             /* 0 = whole split */
+    /* the memory the weights live in: geometry and the byte address of the
+     * first word of the model's memory image (`memory:` section) */
+    geometry geo;
+    uint64_t base_addr;
     /* device and operating points (n_points x n_knobs values, grid order) */
     device *dev;
     int n_knobs;
@@ -50,6 +54,10 @@ typedef struct sweep_plan {
  * points. Paths in the config are relative to the current directory. Does
  * not open the model or data (sweep_run does; `apxsim check` also does). */
 int sweep_plan_load(const char *path, sweep_plan *plan, apx_error *err);
+/* The same from a document already parsed (a config built in memory, as
+ * `apxsim replay` does); the plan owns doc from then on, also on failure.
+ * path is what the store records as the config's path. */
+int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *plan, apx_error *err);
 void sweep_plan_free(sweep_plan *plan);
 
 /* "ber=0.001" style label of point i (buffer of at least 256 bytes). */
@@ -77,10 +85,11 @@ typedef struct job_result {
 /* Runs one job: faults from dev at op for (seed, chip) applied to a copy of
  * the weights held in `scratch_image` (model.image_words words), then the
  * evaluation of samples [0, n) with `threads` threads. dev may be NULL (no
- * faults). This is the whole of `apxsim eval` and one job of a sweep. */
+ * faults). The image sits at base_addr in geo (which must hold it). This is the whole of `apxsim eval` and one job of a sweep. */
 int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
-                   uint64_t seed, uint32_t chip, uint32_t threads, uint64_t *scratch_image,
-                   job_result *res, apx_error *err);
+                   const geometry *geo, uint64_t base_addr, uint64_t seed, uint32_t chip,
+                   uint32_t threads, uint64_t *scratch_image, job_result *res,
+                   apx_error *err);
 
 typedef struct sweep_stats {
     size_t jobs_total, jobs_done, jobs_skipped;

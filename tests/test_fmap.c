@@ -55,7 +55,8 @@ static void draw(double ber, uint64_t seed, uint32_t chip, uint32_t region, uint
     device d = uniform_dev();
     apx_error err = {0};
     fmap_init(m, bits);
-    CU_ASSERT_EQUAL_FATAL(d.ops->faults(&d, &ber, seed, chip, region, bits, m, &err), APX_OK);
+    device_region where = {region, 1, bits, 0, 0, NULL};
+    CU_ASSERT_EQUAL_FATAL(d.ops->faults(&d, &ber, seed, chip, &where, m, &err), APX_OK);
     CU_ASSERT_EQUAL(fmap_check(m, &err), APX_OK);
 }
 
@@ -143,9 +144,9 @@ static void *draw_jobs(void *arg) {
         device d = uniform_dev();
         double ber = 0.002 * (1 + job % 6);
         apx_error err = {0};
+        device_region where = {(uint32_t)job % 3, 1, 300000, 0, 0, NULL};
         fmap_init(&js->maps[job], 300000);
-        d.ops->faults(&d, &ber, 7, (uint32_t)(job / 6), (uint32_t)job % 3, 300000,
-                      &js->maps[job], &err);
+        d.ops->faults(&d, &ber, 7, (uint32_t)(job / 6), &where, &js->maps[job], &err);
     }
     return NULL;
 }

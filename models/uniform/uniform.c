@@ -125,9 +125,11 @@ static double level_u(rng_key key, int k, uint64_t bit) {
 }
 
 static int uniform_faults(const device *d, const double *op, uint64_t seed, uint32_t chip,
-                          uint32_t region, uint64_t region_bits, fmap *out, apx_error *err) {
+                          const device_region *where, fmap *out, apx_error *err) {
     (void)d;
     double ber = op[0];
+    uint32_t region = where->id;
+    uint64_t region_bits = device_region_bits(where);
     fmap_reset(out, region_bits);
     if (ber <= 0.0 || region_bits == 0) return APX_OK;
     rng_key key = rng_key_make(seed, chip, region);
