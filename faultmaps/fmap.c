@@ -1,6 +1,17 @@
 #include "fmap.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+static const char *const kind_names[FAULT_KINDS] = {"flip", "stuck0", "stuck1", "dd0", "dd1"};
+
+const char *fault_kind_name(unsigned kind) { return kind < FAULT_KINDS ? kind_names[kind] : "?"; }
+
+int fault_kind_parse(const char *name) {
+    for (int k = 0; k < FAULT_KINDS; k++)
+        if (!strcmp(name, kind_names[k])) return k;
+    return -1;
+}
 
 void fmap_init(fmap *m, uint64_t region_bits) {
     m->region_bits = region_bits;
@@ -21,7 +32,7 @@ void fmap_reset(fmap *m, uint64_t region_bits) {
 }
 
 int fmap_push(fmap *m, uint64_t bit, uint8_t kind, apx_error *err) {
-    if (bit >= m->region_bits || (m->n && bit <= m->bit[m->n - 1]) || kind > FAULT_STUCK1)
+    if (bit >= m->region_bits || (m->n && bit <= m->bit[m->n - 1]) || kind >= FAULT_KINDS)
         return apx_fail(err, APX_EWORK,
                         "fault map: bad fault %llu (kind %u) after %zu faults in a region of "
                         "%llu bits",
@@ -52,7 +63,7 @@ int fmap_check(const fmap *m, apx_error *err) {
         if (i && m->bit[i] <= m->bit[i - 1])
             return apx_fail(err, APX_EINPUT, "fault %zu: bit %llu not after %llu", i,
                             (unsigned long long)m->bit[i], (unsigned long long)m->bit[i - 1]);
-        if (m->kind[i] > FAULT_STUCK1)
+        if (m->kind[i] >= FAULT_KINDS)
             return apx_fail(err, APX_EINPUT, "fault %zu: unknown kind %u", i, m->kind[i]);
     }
     return APX_OK;
@@ -68,6 +79,8 @@ uint64_t fmap_apply(const fmap *m, const fmap_layout *where) {
         case FAULT_FLIP: *w ^= mask; break;
         case FAULT_STUCK0: *w &= ~mask; break;
         case FAULT_STUCK1: *w |= mask; break;
+        case FAULT_DD0: if (!(before & mask)) *w |= mask; break;
+        case FAULT_DD1: if (before & mask) *w &= ~mask; break;
         }
         changed += *w != before;
     }

@@ -16,7 +16,23 @@ enum fault_kind {
     FAULT_FLIP = 0,    /* reads the inverse of what was written */
     FAULT_STUCK0 = 1,  /* always reads 0 */
     FAULT_STUCK1 = 2,  /* always reads 1 */
+    /* Data-dependent: the cell fails only while it stores its vulnerable
+     * value, and then reads the other one (EDEN's error model 3; the
+     * vulnerable value is e.g. the charged state of a true or anti cell).
+     * On one read a DD0 cell reads like stuck-at-1 and a DD1 cell like
+     * stuck-at-0; the kinds stay apart because they name a different
+     * mechanism, and models that fail a vulnerable cell with a probability
+     * need to know which value is vulnerable. */
+    FAULT_DD0 = 3,     /* vulnerable value 0: storing 0 reads 1 */
+    FAULT_DD1 = 4,     /* vulnerable value 1: storing 1 reads 0 */
+    FAULT_KINDS = 5
 };
+
+/* "flip", "stuck0", "stuck1", "dd0", "dd1" (the CSV and inspect names);
+ * "?" for an unknown kind. */
+const char *fault_kind_name(unsigned kind);
+/* The kind with that name; -1 if none. */
+int fault_kind_parse(const char *name);
 
 typedef struct fmap {
     uint64_t region_bits;
