@@ -14,6 +14,7 @@
 #include "../workloads/dataset.h"
 #include "../workloads/train.h"
 #include "apxsim_version.h"
+#include "commands.h"
 #include "config.h"
 #include "progress.h"
 #include "store.h"
@@ -187,10 +188,37 @@ static const char eval_help[] =
     "      --data DIR      Fashion-MNIST directory (default: $" FMNIST_ENV " or\n"
     "                      " FMNIST_DEFAULT_DIR ")\n"
     "      --json          print one JSON object instead of text\n"
+    "      --write-model F save the evaluated weights (faults applied) as a .bnn,\n"
+    "                      e.g. for bench/torch_reference.py\n"
+    "      --predictions F write the predicted class of each sample, one per line\n"
     "  -h, --help          show this help\n"
     "\n"
     "Example:\n"
     "  apxsim eval workloads/zoo/fmnist-fc.bnn --ber 0.01\n";
+
+/* The extra outputs of eval: the faulty weights as a model file and the
+ * predictions, so another tool can check them (bench/torch_reference.py). */
+static int eval_outputs(const sweep_workload *w, uint64_t *image, const char *model_path,
+                        const char *pred_path, apx_error *err) {
+    if (model_path) {
+        bnn_model faulty = w->model;
+        faulty.image = image;
+        if (bnn_save(&faulty, model_path, err)) return err->code;
+    }
+    if (!pred_path) return APX_OK;
+    uint8_t *pred = malloc(w->data.n ? w->data.n : 1);
+    bnn_workspace *ws = bnn_workspace_new(&w->model);
+    int rc = APX_OK;
+    if (!pred || !ws) rc = apx_fail(err, APX_EWORK, "out of memory");
+    if (rc == APX_OK) bnn_eval_range(&w->model, image, &w->data, 0, w->data.n, ws, pred);
+    FILE *f = rc ? NULL : fopen(pred_path, "w");
+    if (rc == APX_OK && !f) rc = apx_fail(err, APX_EWORK, "%s: cannot write", pred_path);
+    for (uint32_t i = 0; f && i < w->data.n; i++) fprintf(f, "%u\n", pred[i]);
+    if (f && fclose(f)) rc = apx_fail(err, APX_EWORK, "%s: write failed", pred_path);
+    bnn_workspace_free(ws);
+    free(pred);
+    return rc;
+}
 
 static int cmd_eval(int argc, char **argv) {
     static const struct option opts[] = {
@@ -198,8 +226,10 @@ static int cmd_eval(int argc, char **argv) {
         {"threads", required_argument, 0, 't'}, {"ber", required_argument, 0, 'b'},
         {"seed", required_argument, 0, 'S'}, {"chip", required_argument, 0, 'c'},
         {"data", required_argument, 0, 'd'}, {"json", no_argument, 0, 'j'},
+        {"write-model", required_argument, 0, 'W'},
+        {"predictions", required_argument, 0, 'P'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const char *split = "test", *data = NULL;
+    const char *split = "test", *data = NULL, *write_model = NULL, *predictions = NULL;
     uint32_t limit = 0, threads = 0, chip = 0;
     uint64_t seed = 1;
     double ber = -1;
@@ -229,6 +259,8 @@ static int cmd_eval(int argc, char **argv) {
             break;
         case 'd': data = optarg; break;
         case 'j': json = 1; break;
+        case 'W': write_model = optarg; break;
+        case 'P': predictions = optarg; break;
         case 'h': fputs(eval_help, stdout); return 0;
         default: return usage_error("eval", "%s", "unknown option");
         }
@@ -249,9 +281,11 @@ static int cmd_eval(int argc, char **argv) {
     }
     uint64_t *scratch = malloc(w.model.image_words * sizeof *scratch);
     job_result r;
+    geometry geo;
+    geometry_default(&geo);
     if (rc == APX_OK && !scratch) rc = apx_fail(&err, APX_EWORK, "out of memory");
     if (rc == APX_OK)
-        rc = sweep_eval_job(&w, dev, &ber, seed, chip, threads, scratch, &r, &err);
+        rc = sweep_eval_job(&w, dev, &ber, &geo, 0, seed, chip, threads, scratch, &r, &err);
     if (rc == APX_OK) {
         double acc = r.n_samples ? (double)r.n_correct / r.n_samples : 0;
         double ips = r.seconds > 0 ? r.n_samples / r.seconds : 0;
@@ -276,6 +310,8 @@ static int cmd_eval(int argc, char **argv) {
                    ips, nt, nt == 1 ? "" : "s", ips / nt, r.seconds);
         }
     }
+    if (rc == APX_OK && (write_model || predictions))
+        rc = eval_outputs(&w, scratch, write_model, predictions, &err);
     free(scratch);
     device_destroy(dev);
     cfg_free(devdoc);
@@ -515,6 +551,11 @@ static const struct command {
     {"train", cmd_train, "train a BNN from a YAML recipe and write a .bnn model"},
     {"query", cmd_query, "print results from a database (presets, SQL; table, CSV, JSON)"},
     {"check", cmd_check, "validate a sweep config or training recipe and show the plan"},
+    {"record", cmd_record, "write the fault maps of a sweep's points and chips as .fmap files"},
+    {"replay", cmd_replay, "evaluate a model with recorded .fmap fault maps"},
+    {"bench", cmd_bench, "measure inference speed per kernel against the popcount limit"},
+    {"import", cmd_import, "build a .bnn model from a NumPy .npz export (PyTorch, Larq)"},
+    {"fmap", cmd_fmap, "inspect, export and import fault maps (.fmap, CSV, DIVA records)"},
 };
 
 static void main_help(FILE *out) {

@@ -17,7 +17,10 @@ static const struct {
     {"dataset", add_dataset_suite}, {"bnn", add_bnn_suite},
     {"bnn_file", add_bnn_file_suite}, {"train", add_train_suite},
     {"fmap", add_fmap_suite},
-    {"store", add_store_suite},     {"cli", add_cli_suite},
+    {"store", add_store_suite},     {"kernels", add_kernels_suite},
+    {"npz", add_npz_suite},         {"geometry", add_geometry_suite},
+    {"fmap_file", add_fmap_file_suite}, {"replay", add_replay_suite},
+    {"cli", add_cli_suite},
 };
 
 int main(int argc, char **argv) {

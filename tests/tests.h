@@ -14,6 +14,11 @@ void add_train_suite(void);
 void add_fmap_suite(void);
 void add_store_suite(void);
 void add_cli_suite(void);
+void add_kernels_suite(void);
+void add_npz_suite(void);
+void add_geometry_suite(void);
+void add_fmap_file_suite(void);
+void add_replay_suite(void);
 
 /* Registers a suite with the given tests ({name, fn} pairs, NULL-terminated). */
 #define TEST_SUITE(suite_name, ...)                                          \
@@ -31,5 +36,20 @@ const char *test_path(const char *name);
 
 /* Writes len bytes to a file under the temp dir; returns its path. */
 const char *test_write_file(const char *name, const void *data, size_t len);
+
+/* The apxsim binary of this build, for end-to-end tests. */
+#define APXSIM APXSIM_BUILD_ROOT "/apxsim"
+
+/* Runs a shell command line (stderr joined to stdout); returns its exit
+ * status and the output in out (cut to len). */
+int test_run(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* A whole file in a malloc'd, NUL-terminated buffer (NULL if absent). */
+char *test_slurp(const char *path, size_t *len);
+
+/* A small synthetic workload shared by the end-to-end tests: a random
+ * 784-32-10 model and 60-image train and test IDX sets (28x28, 10 classes,
+ * named as Fashion-MNIST's) in a folder under the temp dir, made once. */
+void test_workload(const char **data_dir, const char **model_path);
 
 #endif
