@@ -749,6 +749,40 @@ static void test_cli_record_and_replay(void) {
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "do not fit"));
 }
 
+/* The shipped recorded map reproduces the quickstart sweep's job at the
+ * point and chip it was recorded from, on the shipped model and the real
+ * test set (the first 2,000 images, to stay quick). */
+static void test_shipped_map_reproduces_quickstart(void) {
+    const char *model = APXSIM_SOURCE_ROOT "/workloads/zoo/fmnist-fc.bnn";
+    const char *map = APXSIM_SOURCE_ROOT "/faultmaps/quickstart-ber1e-3-chip0.fmap";
+    char cfg[2048], db1[512], db2[512], a[4096], b[4096];
+    snprintf(db1, sizeof db1, "%s", test_path("shipped-sweep.db"));
+    snprintf(db2, sizeof db2, "%s", test_path("shipped-replay.db"));
+    snprintf(cfg, sizeof cfg,
+             "name: quickstart-excerpt\nseed: 1\nchips: 1\noutput: %s\n"
+             "workload:\n  model: %s\n  limit: 2000\n"
+             "device:\n  kind: uniform\noperating_points:\n  ber: [1e-3]\n",
+             db1, model);
+    const char *path = test_write_file("shipped.yaml", cfg, strlen(cfg));
+    int rc = test_run(a, sizeof a, APXSIM " sweep %s -q", path);
+    if (rc != 0 && strstr(a, "Fashion-MNIST not found")) {
+        fprintf(stderr, "(skipped: Fashion-MNIST is not installed) ");
+        return;
+    }
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    CU_ASSERT_EQUAL_FATAL(
+        test_run(b, sizeof b, APXSIM " replay %s --model %s --limit 2000 -o %s -q", map, model,
+                 db2),
+        0);
+    const char *q = APXSIM " query %s --sql 'SELECT n_samples, n_correct, faults_injected, "
+                    "bits_changed FROM evaluations' --format csv";
+    CU_ASSERT_EQUAL(test_run(a, sizeof a, q, db1), 0);
+    CU_ASSERT_EQUAL(test_run(b, sizeof b, q, db2), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a, "2000,"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(a, ",5749,5749"));
+    CU_ASSERT_STRING_EQUAL(a, b);
+}
+
 void add_replay_suite(void) {
     TEST_SUITE("replay",
                {"record then replay is bit-identical", test_record_then_replay_is_bit_identical},
@@ -759,5 +793,6 @@ void add_replay_suite(void) {
                 test_cost_ignores_faults_outside_the_region},
                {"prepare keeps only the faults in the regions",
                 test_prepare_keeps_only_faults_in_the_regions},
-               {"apxsim record and replay", test_cli_record_and_replay});
+               {"apxsim record and replay", test_cli_record_and_replay},
+               {"shipped map reproduces the quickstart", test_shipped_map_reproduces_quickstart});
 }
