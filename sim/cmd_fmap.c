@@ -47,19 +47,6 @@ static const char fmap_help[] =
     "Example:\n"
     "  apxsim fmap import --diva rawdata_01_5_15_5.gz -o a01.fmap && apxsim fmap inspect a01.fmap\n";
 
-static int fail(const apx_error *err) {
-    fprintf(stderr, "apxsim: %s\n", err->msg);
-    if (err->code == APX_EINTR) return 130;
-    return err->code == APX_EINPUT ? 2 : 1;
-}
-
-static int usage(const char *fmt, const char *arg) {
-    fprintf(stderr, "apxsim fmap: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'apxsim fmap --help'.\n");
-    return 2;
-}
-
 static int parse_count(const char *s, uint32_t *out) {
     char *end;
     if (!*s || *s == '-') return -1;
@@ -184,15 +171,15 @@ static int fmap_inspect_cmd(int argc, char **argv) {
         case 'j': json = 1; break;
         case 'b':
             if (parse_count(optarg, &bins) || bins > FMAP_HIST_MAX || (bins & (bins - 1)))
-                return usage("--bins needs a power of two up to 256, got '%s'", optarg);
+                return cli_usage("fmap", "--bins needs a power of two up to 256, got '%s'", optarg);
             break;
         case 'h': fputs(fmap_help, stdout); return 0;
-        default: return usage("%s", "unknown option for inspect");
+        default: return cli_usage("fmap", "%s", "unknown option for inspect");
         }
     }
-    if (optind + 1 != argc) return usage("%s", "inspect expects one MAP");
+    if (optind + 1 != argc) return cli_usage("fmap", "%s", "inspect expects one MAP");
     fmap_stats *st = malloc(sizeof *st);
-    if (!st) return usage("%s", "out of memory");
+    if (!st) return cli_usage("fmap", "%s", "out of memory");
     apx_error err;
     int rc = fmap_inspect(argv[optind], bins, st, &err);
     if (!rc) {
@@ -200,7 +187,7 @@ static int fmap_inspect_cmd(int argc, char **argv) {
         else print_text(argv[optind], st);
     }
     free(st);
-    return rc ? fail(&err) : 0;
+    return rc ? cli_report(NULL, &err) : 0;
 }
 
 /* ---- export ---- */
@@ -220,16 +207,16 @@ static int fmap_export_cmd(int argc, char **argv) {
         case 'c': csv = 1; break;
         case 'o': output = optarg; break;
         case 'h': fputs(fmap_help, stdout); return 0;
-        default: return usage("%s", "unknown option for export");
+        default: return cli_usage("fmap", "%s", "unknown option for export");
         }
     }
-    if (!csv) return usage("%s", "export needs --csv (the only export format)");
-    if (optind + 1 != argc) return usage("%s", "export expects one MAP");
+    if (!csv) return cli_usage("fmap", "%s", "export needs --csv (the only export format)");
+    if (optind + 1 != argc) return cli_usage("fmap", "%s", "export expects one MAP");
     const char *map = argv[optind];
     apx_error err;
     /* Check the map before creating the output, so a bad map leaves no file. */
     int rc = fmap_file_check(map, NULL, &err);
-    if (rc) return fail(&err);
+    if (rc) return cli_report(NULL, &err);
     FILE *out = stdout;
     if (output && !(out = fopen(output, "w"))) {
         fprintf(stderr, "apxsim: cannot create %s\n", output);
@@ -246,7 +233,7 @@ static int fmap_export_cmd(int argc, char **argv) {
         fprintf(stderr, "apxsim: writing the CSV failed\n");
         return 1;
     }
-    return rc ? fail(&err) : 0;
+    return rc ? cli_report(NULL, &err) : 0;
 }
 
 /* ---- import ---- */
@@ -290,7 +277,7 @@ static int fmap_import_cmd(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
         if (c >= OPT_FIELD && c < OPT_FIELD + GEO_FIELDS) {
             if (parse_count(optarg, &field[c - OPT_FIELD]))
-                return usage("geometry counts are positive integers, got '%s'", optarg);
+                return cli_usage("fmap", "geometry counts are positive integers, got '%s'", optarg);
             continue;
         }
         switch (c) {
@@ -300,32 +287,32 @@ static int fmap_import_cmd(int argc, char **argv) {
         case OPT_SOURCE: source = optarg; break;
         case OPT_GEOMETRY: geo_file = optarg; break;
         case OPT_BUS:
-            if (parse_count(optarg, &bus)) return usage("--bus-bits needs 8, 16, 32 or 64, got '%s'",
+            if (parse_count(optarg, &bus)) return cli_usage("fmap", "--bus-bits needs 8, 16, 32 or 64, got '%s'",
                                                         optarg);
             break;
         case OPT_MAPPING: mapping = optarg; break;
         case 'h': fputs(fmap_help, stdout); return 0;
-        default: return usage("%s", "unknown option for import");
+        default: return cli_usage("fmap", "%s", "unknown option for import");
         }
     }
-    if (optind != argc) return usage("unexpected argument '%s'", argv[optind]);
-    if (!csv == !diva) return usage("%s", "import needs exactly one of --csv FILE, --diva FILE");
-    if (!output) return usage("%s", "import needs -o OUT.fmap");
+    if (optind != argc) return cli_usage("fmap", "unexpected argument '%s'", argv[optind]);
+    if (!csv == !diva) return cli_usage("fmap", "%s", "import needs exactly one of --csv FILE, --diva FILE");
+    if (!output) return cli_usage("fmap", "%s", "import needs -o OUT.fmap");
     if (source && strlen(source) >= FMAP_TEXT_MAX)
-        return usage("%s", "--source is longer than 1023 bytes");
+        return cli_usage("fmap", "%s", "--source is longer than 1023 bytes");
     if (mapping && strlen(mapping) >= sizeof ((geometry *)0)->mapping)
-        return usage("--mapping '%s' is too long", mapping);
+        return cli_usage("fmap", "--mapping '%s' is too long", mapping);
 
     apx_error err;
     geometry g;
     if (diva) fmap_diva_geometry(&g);
     else geometry_default(&g);
-    if (geo_file && load_geometry(geo_file, &g, &err)) return fail(&err);
+    if (geo_file && load_geometry(geo_file, &g, &err)) return cli_report(NULL, &err);
     for (int f = 0; f < GEO_FIELDS; f++)
         if (field[f]) g.count[f] = field[f];
     if (bus) g.bus_bits = bus;
     if (mapping) snprintf(g.mapping, sizeof g.mapping, "%s", mapping);
-    if (geometry_init(&g, &err)) return fail(&err);
+    if (geometry_init(&g, &err)) return cli_report(NULL, &err);
 
     fmap_provenance prov;
     char text[FMAP_TEXT_MAX];
@@ -355,11 +342,11 @@ static int fmap_import_cmd(int argc, char **argv) {
             printf("%s: %llu faults in %llu frames\n", output, (unsigned long long)t.faults,
                    (unsigned long long)t.frames);
     }
-    return rc ? fail(&err) : 0;
+    return rc ? cli_report(NULL, &err) : 0;
 }
 
 int cmd_fmap(int argc, char **argv) {
-    if (argc < 2) return usage("%s", "needs inspect, export or import");
+    if (argc < 2) return cli_usage("fmap", "%s", "needs inspect, export or import");
     const char *sub = argv[1];
     if (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help")) {
         fputs(fmap_help, stdout);
@@ -368,5 +355,5 @@ int cmd_fmap(int argc, char **argv) {
     if (!strcmp(sub, "inspect")) return fmap_inspect_cmd(argc - 1, argv + 1);
     if (!strcmp(sub, "export")) return fmap_export_cmd(argc - 1, argv + 1);
     if (!strcmp(sub, "import")) return fmap_import_cmd(argc - 1, argv + 1);
-    return usage("unknown subcommand '%s' (inspect, export, import)", sub);
+    return cli_usage("fmap", "unknown subcommand '%s' (inspect, export, import)", sub);
 }

@@ -33,19 +33,6 @@ static const char import_help[] =
     "  apxsim import vgg3.yaml -o /tmp/vgg3.bnn\n"
     "  apxsim eval /tmp/vgg3.bnn\n";
 
-static int usage(const char *fmt, const char *arg) {
-    fprintf(stderr, "apxsim import: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'apxsim import --help'.\n");
-    return 2;
-}
-
-static int report(const apx_error *err) {
-    fprintf(stderr, "apxsim: %s\n", err->msg);
-    if (err->code == APX_EINTR) return 130;
-    return err->code == APX_EINPUT ? 2 : 1;
-}
-
 static const char *kind_name(uint32_t kind) {
     switch (kind) {
     case BNN_DENSE_U8: return "dense/u8";
@@ -69,15 +56,15 @@ int cmd_import(int argc, char **argv) {
         case 'o': output = optarg; break;
         case 'n': npz_path = optarg; break;
         case 'h': fputs(import_help, stdout); return 0;
-        default: return usage("%s", "unknown option");
+        default: return cli_usage("import", "%s", "unknown option");
         }
     }
-    if (optind + 1 != argc) return usage("%s", "expects one MANIFEST.yaml");
-    if (!output) return usage("%s", "needs -o MODEL.bnn");
+    if (optind + 1 != argc) return cli_usage("import", "%s", "expects one MANIFEST.yaml");
+    if (!output) return cli_usage("import", "%s", "needs -o MODEL.bnn");
     const char *manifest = argv[optind];
     apx_error err = {0};
     bnn_model m;
-    if (bnn_import_npz(manifest, npz_path, &m, &err)) return report(&err);
+    if (bnn_import_npz(manifest, npz_path, &m, &err)) return cli_report(NULL, &err);
     char hash[17];
     bnn_hash_hex(&m, hash);
     printf("imported '%s' from %s: %u layers, %ux%ux%u input, %u classes\n", m.name, manifest,
@@ -94,5 +81,5 @@ int cmd_import(int argc, char **argv) {
     int rc = bnn_save(&m, output, &err);
     if (rc == APX_OK) printf("wrote %s (model hash %s)\n", output, hash);
     bnn_free(&m);
-    return rc ? report(&err) : 0;
+    return rc ? cli_report(NULL, &err) : 0;
 }

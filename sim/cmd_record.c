@@ -8,7 +8,6 @@
  * map with its provenance. */
 #include <errno.h>
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,34 +20,6 @@
 #include "progress.h"
 #include "record.h"
 #include "sweep.h"
-
-static volatile int g_stop;
-
-static void on_signal(int sig) {
-    (void)sig;
-    g_stop = 1;
-}
-
-static void catch_signals(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
-static int report(const char *cmd, const apx_error *err) {
-    fprintf(stderr, "apxsim %s: %s\n", cmd, err->msg);
-    if (err->code == APX_EINTR) return 130;
-    return err->code == APX_EINPUT ? 2 : 1;
-}
-
-static int usage(const char *cmd, const char *fmt, const char *arg) {
-    fprintf(stderr, "apxsim %s: ", cmd);
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'apxsim %s --help'.\n", cmd);
-    return 2;
-}
 
 static int parse_u64(const char *s, uint64_t *out) {
     char *end;
@@ -108,24 +79,24 @@ int cmd_record(int argc, char **argv) {
         case 'o': dir = optarg; break;
         case 'p':
             if (parse_u64(optarg, &point))
-                return usage("record", "--point needs a point index, got '%s'", optarg);
+                return cli_usage("record", "--point needs a point index, got '%s'", optarg);
             one_point = 1;
             break;
         case 'c':
             if (parse_u32(optarg, &chip))
-                return usage("record", "--chip needs a chip index, got '%s'", optarg);
+                return cli_usage("record", "--chip needs a chip index, got '%s'", optarg);
             one_chip = 1;
             break;
         case 'q': quiet = 1; break;
         case 'h': fputs(record_help, stdout); return 0;
-        default: return usage("record", "%s", "unknown option");
+        default: return cli_usage("record", "%s", "unknown option");
         }
     }
-    if (optind + 1 != argc) return usage("record", "%s", "expects one SWEEP.yaml");
-    if (!dir) return usage("record", "%s", "needs -o DIR, the folder for the maps");
+    if (optind + 1 != argc) return cli_usage("record", "%s", "expects one SWEEP.yaml");
+    if (!dir) return cli_usage("record", "%s", "needs -o DIR, the folder for the maps");
     apx_error err = {0};
     sweep_plan plan;
-    if (sweep_plan_load(argv[optind], &plan, &err)) return report("record", &err);
+    if (sweep_plan_load(argv[optind], &plan, &err)) return cli_report("record", &err);
     int rc = APX_OK;
     sweep_workload w;
     memset(&w, 0, sizeof w);
@@ -141,7 +112,7 @@ int cmd_record(int argc, char **argv) {
     else
         rc = bnn_load(plan.model_path, &w.model, &err);
     if (rc) goto out;
-    catch_signals();
+    cli_catch_signals();
     size_t p0 = one_point ? point : 0, p1 = one_point ? point + 1 : plan.n_points;
     uint32_t c0 = one_chip ? chip : 0, c1 = one_chip ? chip + 1 : plan.chips;
     size_t written = 0;
@@ -149,7 +120,7 @@ int cmd_record(int argc, char **argv) {
         char label[256], path[4096];
         sweep_point_label(&plan, p, label, sizeof label);
         for (uint32_t ch = c0; ch < c1 && rc == APX_OK; ch++) {
-            if (g_stop) {
+            if (cli_stop) {
                 rc = apx_fail(&err, APX_EINTR, "interrupted after %zu maps", written);
                 break;
             }
@@ -171,7 +142,7 @@ int cmd_record(int argc, char **argv) {
 out:
     bnn_free(&w.model);
     sweep_plan_free(&plan);
-    return rc ? report("record", &err) : 0;
+    return rc ? cli_report("record", &err) : 0;
 }
 
 /* ---- replay -------------------------------------------------------------- */
@@ -359,55 +330,55 @@ int cmd_replay(int argc, char **argv) {
         case 'n': a.name = optarg; break;
         case 'b':
             if (parse_u64(optarg, &a.base) || a.base > INT64_MAX)
-                return usage("replay", "--base needs a byte address, got '%s'", optarg);
+                return cli_usage("replay", "--base needs a byte address, got '%s'", optarg);
             break;
         case 't':
             if (parse_times(optarg, times, sizeof times))
-                return usage("replay",
+                return cli_usage("replay",
                              "--time needs seconds >= 0, separated by commas, got '%s'", optarg);
             break;
         case 's': a.split = optarg; break;
         case 'l':
             if (parse_u32(optarg, &a.limit))
-                return usage("replay", "--limit needs a count, got '%s'", optarg);
+                return cli_usage("replay", "--limit needs a count, got '%s'", optarg);
             break;
         case 'd': a.data = optarg; break;
         case 'j':
             if (parse_u32(optarg, &threads) || threads > 256)
-                return usage("replay", "--threads needs a count up to 256, got '%s'", optarg);
+                return cli_usage("replay", "--threads needs a count up to 256, got '%s'", optarg);
             break;
         case 'q': quiet = 1; break;
         case 'h': fputs(replay_help, stdout); return 0;
-        default: return usage("replay", "%s", "unknown option");
+        default: return cli_usage("replay", "%s", "unknown option");
         }
     }
-    if (optind >= argc) return usage("replay", "%s", "expects one or more MAP.fmap files");
-    if (!a.model) return usage("replay", "%s", "needs --model MODEL.bnn");
+    if (optind >= argc) return cli_usage("replay", "%s", "expects one or more MAP.fmap files");
+    if (!a.model) return cli_usage("replay", "%s", "needs --model MODEL.bnn");
     if (strcmp(a.split, "test") && strcmp(a.split, "train"))
-        return usage("replay", "--split must be test or train, got '%s'", a.split);
+        return cli_usage("replay", "--split must be test or train, got '%s'", a.split);
     size_t n_maps = (size_t)(argc - optind);
     if (n_maps > SWEEP_MAX_CHIPS)
-        return usage("replay", "%s", "too many maps (at most 100000)");
+        return cli_usage("replay", "%s", "too many maps (at most 100000)");
     a.times = times;
 
     apx_error err = {0};
     char *text = NULL;
     size_t len = 0;
     if (replay_config(&a, argv + optind, n_maps, &text, &len, &err))
-        return report("replay", &err);
+        return cli_report("replay", &err);
     cfg_doc *doc = cfg_load_string(text, len, "(apxsim replay)", &err);
     free(text);
-    if (!doc) return report("replay", &err);
+    if (!doc) return cli_report("replay", &err);
     sweep_plan plan;
-    if (sweep_plan_from_doc(doc, "(apxsim replay)", &plan, &err)) return report("replay", &err);
+    if (sweep_plan_from_doc(doc, "(apxsim replay)", &plan, &err)) return cli_report("replay", &err);
     char what[160];
     snprintf(what, sizeof what, "replay %zu map%s", n_maps, n_maps == 1 ? "" : "s");
     progress bar;
     progress_begin(&bar, what, "jobs", quiet);
-    catch_signals();
+    cli_catch_signals();
     sweep_stats st;
     int rc = sweep_run(&plan, a.output, cfg_text(plan.doc), threads, replay_progress, &bar,
-                       &g_stop, &st, &err);
+                       &cli_stop, &st, &err);
     progress_end(&bar);
     sweep_plan_free(&plan);
     if (rc == APX_EINTR) {
@@ -417,7 +388,7 @@ int cmd_replay(int argc, char **argv) {
                 st.jobs_done + st.jobs_skipped, st.jobs_total, a.output);
         return 130;
     }
-    if (rc) return report("replay", &err);
+    if (rc) return cli_report("replay", &err);
     if (!quiet)
         printf("%zu jobs run, %zu already in the database, %.1f s\nresults: %s "
                "(apxsim query %s --preset accuracy)\n",

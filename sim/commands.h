@@ -7,6 +7,20 @@
 #ifndef APX_COMMANDS_H
 #define APX_COMMANDS_H
 
+#include "error.h"
+
+/* Set by SIGINT or SIGTERM once cli_catch_signals() has run; long work
+ * polls it and stops cleanly (exit 130). */
+extern volatile int cli_stop;
+void cli_catch_signals(void);
+
+/* Prints "apxsim[ CMD]: message" for err and returns its exit status
+ * (1 work, 2 input, 130 interrupted). cmd may be NULL. */
+int cli_report(const char *cmd, const apx_error *err);
+
+/* Prints "apxsim CMD: " + fmt (one %s for arg) and the --help hint; returns 2. */
+int cli_usage(const char *cmd, const char *fmt, const char *arg);
+
 int cmd_bench(int argc, char **argv);   /* sim/cmd_bench.c */
 int cmd_import(int argc, char **argv);  /* sim/cmd_import.c */
 int cmd_fmap(int argc, char **argv);    /* sim/cmd_fmap.c */

@@ -4,7 +4,6 @@
  * usage, 130 interrupted. Every subcommand has --help. Library code returns
  * errors; only this file prints them and exits. */
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,35 +18,6 @@
 #include "progress.h"
 #include "store.h"
 #include "sweep.h"
-
-static volatile int g_stop;
-
-static void on_signal(int sig) {
-    (void)sig;
-    g_stop = 1;
-}
-
-static void catch_signals(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
-/* Prints the error and returns its exit status. */
-static int report(const apx_error *err) {
-    fprintf(stderr, "apxsim: %s\n", err->msg);
-    if (err->code == APX_EINTR) return 130;
-    return err->code == APX_EINPUT ? 2 : 1;
-}
-
-static int usage_error(const char *cmd, const char *fmt, const char *arg) {
-    fprintf(stderr, "apxsim %s: ", cmd);
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'apxsim %s --help'.\n", cmd);
-    return 2;
-}
 
 /* Strict number parsing for options. */
 static int parse_u32(const char *s, uint32_t *out) {
@@ -121,22 +91,22 @@ static int cmd_train(int argc, char **argv) {
         case 'o': output = optarg; break;
         case 'e':
             if (parse_u32(optarg, &epochs) || !epochs)
-                return usage_error("train", "--epochs needs a positive integer, got '%s'", optarg);
+                return cli_usage("train", "--epochs needs a positive integer, got '%s'", optarg);
             break;
         case 'l':
             if (parse_u32(optarg, &limit))
-                return usage_error("train", "--limit needs a count, got '%s'", optarg);
+                return cli_usage("train", "--limit needs a count, got '%s'", optarg);
             have_limit = 1;
             break;
         case 'd': data = optarg; break;
         case 'h': fputs(train_help, stdout); return 0;
-        default: return usage_error("train", "%s", "unknown option");
+        default: return cli_usage("train", "%s", "unknown option");
         }
     }
-    if (optind + 1 != argc) return usage_error("train", "%s", "expects one RECIPE.yaml");
+    if (optind + 1 != argc) return cli_usage("train", "%s", "expects one RECIPE.yaml");
     apx_error err = {0};
     cfg_doc *doc = cfg_load_file(argv[optind], &err);
-    if (!doc) return report(&err);
+    if (!doc) return cli_report(NULL, &err);
     train_recipe r;
     int rc = train_recipe_from_yaml(cfg_root(doc), &r, &err);
     dataset train = {0}, test = {0};
@@ -156,8 +126,8 @@ static int cmd_train(int argc, char **argv) {
         goto out;
     printf("training %s: %u epochs on %u samples, batch %u, seed %llu\n", r.name, r.epochs,
            train.n, r.batch, (unsigned long long)r.seed);
-    catch_signals();
-    rc = train_run(&r, &train, &test, print_epoch, NULL, &g_stop, &model, &err);
+    cli_catch_signals();
+    rc = train_run(&r, &train, &test, print_epoch, NULL, &cli_stop, &model, &err);
     if (rc) goto out;
     if ((rc = bnn_save(&model, r.output, &err))) goto out;
     printf("wrote %s\n", r.output);
@@ -166,7 +136,7 @@ out:
     dataset_free(&train);
     dataset_free(&test);
     cfg_free(doc);
-    return rc ? report(&err) : 0;
+    return rc ? cli_report(NULL, &err) : 0;
 }
 
 /* ---- eval ---------------------------------------------------------------- */
@@ -239,38 +209,38 @@ static int cmd_eval(int argc, char **argv) {
         case 's': split = optarg; break;
         case 'l':
             if (parse_u32(optarg, &limit))
-                return usage_error("eval", "--limit needs a count, got '%s'", optarg);
+                return cli_usage("eval", "--limit needs a count, got '%s'", optarg);
             break;
         case 't':
             if (parse_u32(optarg, &threads) || threads > 1024)
-                return usage_error("eval", "--threads needs a count up to 1024, got '%s'", optarg);
+                return cli_usage("eval", "--threads needs a count up to 1024, got '%s'", optarg);
             break;
         case 'b':
             if (parse_double(optarg, &ber) || !(ber >= 0 && ber <= 1))
-                return usage_error("eval", "--ber needs a rate between 0 and 1, got '%s'", optarg);
+                return cli_usage("eval", "--ber needs a rate between 0 and 1, got '%s'", optarg);
             break;
         case 'S':
             if (parse_u64(optarg, &seed))
-                return usage_error("eval", "--seed needs a non-negative integer, got '%s'", optarg);
+                return cli_usage("eval", "--seed needs a non-negative integer, got '%s'", optarg);
             break;
         case 'c':
             if (parse_u32(optarg, &chip))
-                return usage_error("eval", "--chip needs a chip index, got '%s'", optarg);
+                return cli_usage("eval", "--chip needs a chip index, got '%s'", optarg);
             break;
         case 'd': data = optarg; break;
         case 'j': json = 1; break;
         case 'W': write_model = optarg; break;
         case 'P': predictions = optarg; break;
         case 'h': fputs(eval_help, stdout); return 0;
-        default: return usage_error("eval", "%s", "unknown option");
+        default: return cli_usage("eval", "%s", "unknown option");
         }
     }
-    if (optind + 1 != argc) return usage_error("eval", "%s", "expects one MODEL.bnn");
+    if (optind + 1 != argc) return cli_usage("eval", "%s", "expects one MODEL.bnn");
     if (strcmp(split, "test") && strcmp(split, "train"))
-        return usage_error("eval", "--split must be test or train, got '%s'", split);
+        return cli_usage("eval", "--split must be test or train, got '%s'", split);
     apx_error err = {0};
     sweep_workload w;
-    if (sweep_workload_load(argv[optind], data, split, limit, &w, &err)) return report(&err);
+    if (sweep_workload_load(argv[optind], data, split, limit, &w, &err)) return cli_report(NULL, &err);
     device *dev = NULL;
     cfg_doc *devdoc = NULL;
     int rc = APX_OK;
@@ -316,7 +286,7 @@ static int cmd_eval(int argc, char **argv) {
     device_destroy(dev);
     cfg_free(devdoc);
     sweep_workload_free(&w);
-    return rc ? report(&err) : 0;
+    return rc ? cli_report(NULL, &err) : 0;
 }
 
 /* ---- sweep --------------------------------------------------------------- */
@@ -361,25 +331,25 @@ static int cmd_sweep(int argc, char **argv) {
         case 'o': output = optarg; break;
         case 'j':
             if (parse_u32(optarg, &threads) || threads > 256)
-                return usage_error("sweep", "--threads needs a count up to 256, got '%s'", optarg);
+                return cli_usage("sweep", "--threads needs a count up to 256, got '%s'", optarg);
             break;
         case 'q': quiet = 1; break;
         case 'h': fputs(sweep_help, stdout); return 0;
-        default: return usage_error("sweep", "%s", "unknown option");
+        default: return cli_usage("sweep", "%s", "unknown option");
         }
     }
-    if (optind + 1 != argc) return usage_error("sweep", "%s", "expects one CONFIG.yaml");
+    if (optind + 1 != argc) return cli_usage("sweep", "%s", "expects one CONFIG.yaml");
     apx_error err = {0};
     sweep_plan plan;
-    if (sweep_plan_load(argv[optind], &plan, &err)) return report(&err);
+    if (sweep_plan_load(argv[optind], &plan, &err)) return cli_report(NULL, &err);
     const char *db = output ? output : plan.output;
     char what[160];
     snprintf(what, sizeof what, "sweep %s", plan.name);
     progress bar;
     progress_begin(&bar, what, "jobs", quiet);
-    catch_signals();
+    cli_catch_signals();
     sweep_stats st;
-    int rc = sweep_run(&plan, db, cfg_text(plan.doc), threads, sweep_progress, &bar, &g_stop,
+    int rc = sweep_run(&plan, db, cfg_text(plan.doc), threads, sweep_progress, &bar, &cli_stop,
                        &st, &err);
     progress_end(&bar);
     sweep_plan_free(&plan);
@@ -390,7 +360,7 @@ static int cmd_sweep(int argc, char **argv) {
                 st.jobs_done + st.jobs_skipped, st.jobs_total, db);
         return 130;
     }
-    if (rc) return report(&err);
+    if (rc) return cli_report(NULL, &err);
     if (!quiet) {
         printf("%zu jobs run, %zu already in the database, %.1f s\n\n", st.jobs_done,
                st.jobs_skipped, st.seconds);
@@ -426,10 +396,10 @@ static const char query_help[] =
 static int run_query(const char *db, const char *sql, enum store_format fmt) {
     apx_error err = {0};
     store *s;
-    if (store_open_readonly(db, &s, &err)) return report(&err);
+    if (store_open_readonly(db, &s, &err)) return cli_report(NULL, &err);
     int rc = store_print_query(s, sql, fmt, stdout, &err);
     store_close(s);
-    return rc ? report(&err) : 0;
+    return rc ? cli_report(NULL, &err) : 0;
 }
 
 static int cmd_query_print(const char *db, const char *preset, enum store_format fmt) {
@@ -461,17 +431,17 @@ static int cmd_query(int argc, char **argv) {
             if (!strcmp(optarg, "table")) fmt = STORE_TABLE;
             else if (!strcmp(optarg, "csv")) fmt = STORE_CSV;
             else if (!strcmp(optarg, "json")) fmt = STORE_JSON;
-            else return usage_error("query", "--format must be table, csv or json, got '%s'", optarg);
+            else return cli_usage("query", "--format must be table, csv or json, got '%s'", optarg);
             break;
         case 'l':
             for (const char *const *p = store_preset_names; *p; p++) printf("%s\n", *p);
             return 0;
         case 'h': fputs(query_help, stdout); return 0;
-        default: return usage_error("query", "%s", "unknown option");
+        default: return cli_usage("query", "%s", "unknown option");
         }
     }
-    if (optind + 1 != argc) return usage_error("query", "%s", "expects one DB");
-    if (preset && sql) return usage_error("query", "%s", "give --preset or --sql, not both");
+    if (optind + 1 != argc) return cli_usage("query", "%s", "expects one DB");
+    if (preset && sql) return cli_usage("query", "%s", "give --preset or --sql, not both");
     if (sql) return run_query(argv[optind], sql, fmt);
     return cmd_query_print(argv[optind], preset ? preset : "accuracy", fmt);
 }
@@ -514,10 +484,10 @@ static int cmd_check(int argc, char **argv) {
         fputs(check_help, stdout);
         return 0;
     }
-    if (argc != 2 || argv[1][0] == '-') return usage_error("check", "%s", "expects one CONFIG.yaml");
+    if (argc != 2 || argv[1][0] == '-') return cli_usage("check", "%s", "expects one CONFIG.yaml");
     apx_error err = {0};
     cfg_doc *doc = cfg_load_file(argv[1], &err);
-    if (!doc) return report(&err);
+    if (!doc) return cli_report(NULL, &err);
     const cfg_node *root = cfg_root(doc);
     int is_sweep = root->kind == CFG_MAP && cfg_find(root, "operating_points");
     int is_recipe = root->kind == CFG_MAP && cfg_find(root, "layers");
@@ -536,7 +506,7 @@ static int cmd_check(int argc, char **argv) {
                       "not a sweep (no 'operating_points') or a training recipe (no 'layers')");
     }
     cfg_free(doc);
-    return rc ? report(&err) : 0;
+    return rc ? cli_report(NULL, &err) : 0;
 }
 
 /* ---- main ---------------------------------------------------------------- */
