@@ -23,6 +23,8 @@
  * code does not depend on host byte order or alignment. */
 #include "bnn.h"
 
+#include "../sim/fileio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -618,25 +620,9 @@ int bnn_load(const char *path, bnn_model *m, apx_error *err) {
         close(fd);
         return rc;
     }
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) {
-        close(fd);
-        return apx_fail(err, APX_EWORK, "%s: out of memory for %zu bytes", path, len);
-    }
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = read(fd, buf + got, len - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    int read_errno = errno;
+    uint8_t *buf = apx_read_exact(fd, len, path, err);
     close(fd);
-    if (got != len) {
-        free(buf);
-        return apx_fail(err, APX_EWORK, "%s: read %zu of %zu bytes: %s", path, got, len,
-                        strerror(read_errno));
-    }
+    if (!buf) return err->code;
     rc = bnn_decode(buf, len, path, m, err);
     free(buf);
     return rc;

@@ -25,6 +25,8 @@
  * The importer is at the end of the file (bnn_import_npz). */
 #include "npz.h"
 
+#include "../sim/fileio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -420,25 +422,9 @@ int npz_open(const char *path, npz **out, apx_error *err) {
                         path, (long long)st.st_size, (unsigned long long)NPZ_MAX_FILE_BYTES);
     }
     size_t len = (size_t)st.st_size;
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) {
-        close(fd);
-        return apx_fail(err, APX_EWORK, "%s: out of memory for %zu bytes", path, len);
-    }
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = read(fd, buf + got, len - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    int read_errno = errno;
+    uint8_t *buf = apx_read_exact(fd, len, path, err);
     close(fd);
-    if (got != len) {
-        free(buf);
-        return apx_fail(err, APX_EWORK, "%s: read %zu of %zu bytes: %s", path, got, len,
-                        strerror(read_errno));
-    }
+    if (!buf) return err->code;
     return npz_parse(buf, len, path, out, err);
 }
 
