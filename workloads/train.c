@@ -1,9 +1,12 @@
-/* train.c - training a fully connected BNN (train.h, train_internal.h).
+/* train.c - training a BNN, fully connected or convolutional (train.h,
+ * train_internal.h).
  *
- * The float network follows the group's FC model (facts bnn.md sections 1
- * and 5): Linear (binarised weights, no bias) -> BatchNorm1d -> Hardtanh ->
- * sign for every hidden layer, last Linear -> * Scale -> softmax
- * cross-entropy. Choices the facts leave open, and what this file does:
+ * The float network follows the group's FC and VGG3 models (facts bnn.md
+ * sections 1 and 5): Conv3x3 (binarised weights, no bias, zero padding) ->
+ * [MaxPool2] -> BatchNorm2d -> Hardtanh -> sign for every conv layer, Linear
+ * (binarised weights, no bias) -> BatchNorm1d -> Hardtanh -> sign for every
+ * hidden dense layer, last Linear -> * Scale -> softmax cross-entropy.
+ * Choices the facts leave open, and what this file does:
  *   - Weight clip: latent weights are clamped to [-weight_clip, weight_clip]
  *     after every step (BinaryConnect). The group's `Clippy` meant to do the
  *     same but its clamp is not in place, so it has no effect (facts 4.2.7);
@@ -17,8 +20,22 @@
  *     |Scale| stored, which leaves every score s_c * Scale unchanged; a zero
  *     Scale is stored as FLT_MIN (the argmax of the integer scores is what
  *     the packed model predicts either way).
- * All GEMMs go through CBLAS; ±1 inputs times ±1 weights sum exactly in float
- * (|a| <= fan-in < 2^24), so only the first layer (pixels / 255) rounds. */
+ *   - Max-pool ties (frequent: +-1 sums are integers) send the gradient to
+ *     the first maximum of the window; the forward value is the same for any
+ *     choice, so the exported model does not depend on it.
+ *   - bn_recalibrate: the running statistics can be re-estimated before each
+ *     export with the current weights (train_net_recalibrate_bn), instead of
+ *     exporting the momentum averages, which mix batch statistics of weights
+ *     from the last ~1/momentum steps and were computed on inputs normalised
+ *     with batch (not running) statistics of the layers before.
+ * Activations are HWC per sample (channel fastest), so a conv layer is one
+ * GEMM of its im2col rows (one per output position) with the [out x 9*in_c]
+ * weights, whose columns are ordered (kh * 3 + kw) * in_c + c as the packed
+ * model's bits; the output lands in HWC without a transpose, and the first
+ * dense layer reads it flattened in the packed model's order.
+ * All GEMMs go through CBLAS; +-1 inputs times +-1 weights sum exactly in
+ * float (|a| <= fan-in < 2^24), so only the first layer (pixels / 255)
+ * rounds. */
 #include "train_internal.h"
 
 #include <cblas.h>
@@ -42,7 +59,9 @@
 #define SCALE_INIT 1e-3f  /* facts bnn.md section 1: Scale initialised to 1e-3 */
 
 /* Fashion-MNIST shape, which every recipe read from YAML trains on. */
-#define RECIPE_INPUTS 784u
+#define RECIPE_ROWS 28u
+#define RECIPE_COLS 28u
+#define RECIPE_INPUTS (RECIPE_ROWS * RECIPE_COLS)
 #define RECIPE_CLASSES 10u
 
 /* ------------------------------------------------------------------------ */
@@ -64,15 +83,78 @@ void train_recipe_defaults(train_recipe *r) {
     r->bn_momentum = 0.1;
     r->weight_clip = 1.0;
     r->train_limit = 0;
+    r->bn_recalibrate = 0;
     r->output = NULL;
     r->data_dir = NULL;
 }
 
-static int read_layers(const cfg_node *root, train_recipe *r, apx_error *err) {
-    const cfg_node *layers = cfg_find(root, "layers");
-    if (!layers) return APX_OK;
-    if (layers->kind != CFG_SEQ)
-        return cfg_fail(layers, err, "'layers' must be a list of widths, e.g. [784, 2048, 2048, 10]");
+int train_check_layers(const train_recipe *r, uint32_t in_rows, uint32_t in_cols,
+                       uint32_t *bad_layer, apx_error *err) {
+    uint32_t n_layers = r->n_widths - 1;
+    if (bad_layer) *bad_layer = 0;
+    if (r->n_widths < 3 || r->n_widths > TRAIN_MAX_LAYERS + 1)
+        return apx_fail(err, APX_EINPUT,
+                        "a network needs 2 to %u layers (at least one hidden layer), got %u",
+                        TRAIN_MAX_LAYERS, r->n_widths < 1 ? 0 : n_layers);
+    uint64_t pixels = (uint64_t)in_rows * in_cols;
+    if (r->widths[0] != pixels)
+        return apx_fail(err, APX_EINPUT,
+                        "first width %u does not match the %ux%u = %llu pixels of the input",
+                        r->widths[0], in_rows, in_cols, (unsigned long long)pixels);
+    uint64_t h = in_rows, w = in_cols, c = 1;
+    int dense_seen = 0;
+    for (uint32_t l = 0; l < n_layers; l++) {
+        if (bad_layer) *bad_layer = l;
+        uint32_t out = r->widths[l + 1];
+        if (out == 0 || out > BNN_MAX_WIDTH)
+            return apx_fail(err, APX_EINPUT, "layer %u: width %u is outside 1..%u", l + 1, out,
+                            BNN_MAX_WIDTH);
+        if (r->conv[l]) {
+            uint32_t pool = r->pool[l] ? r->pool[l] : 1;
+            if (dense_seen)
+                return apx_fail(err, APX_EINPUT,
+                                "layer %u: a conv layer cannot follow a dense layer", l + 1);
+            if (l + 1 == n_layers)
+                return apx_fail(err, APX_EINPUT,
+                                "layer %u: the last layer (the class scores) must be dense",
+                                l + 1);
+            if (pool > 2)
+                return apx_fail(err, APX_EINPUT, "layer %u: pool must be 1 or 2, got %u", l + 1,
+                                pool);
+            if (9 * c > BNN_MAX_WIDTH)
+                return apx_fail(err, APX_EINPUT,
+                                "layer %u: fan-in 9 x %llu channels exceeds %u", l + 1,
+                                (unsigned long long)c, BNN_MAX_WIDTH);
+            if (h / pool == 0 || w / pool == 0)
+                return apx_fail(err, APX_EINPUT,
+                                "layer %u: pooling a %llux%llu feature map by %u leaves no "
+                                "pixels",
+                                l + 1, (unsigned long long)h, (unsigned long long)w, pool);
+            h /= pool;
+            w /= pool;
+        } else {
+            if (h * w * c > BNN_MAX_WIDTH)
+                return apx_fail(err, APX_EINPUT,
+                                "layer %u: fan-in %llux%llux%llu = %llu exceeds %u", l + 1,
+                                (unsigned long long)h, (unsigned long long)w,
+                                (unsigned long long)c, (unsigned long long)(h * w * c),
+                                BNN_MAX_WIDTH);
+            dense_seen = 1;
+            h = w = 1;
+        }
+        c = out;
+    }
+    if (bad_layer) *bad_layer = 0;
+    return APX_OK;
+}
+
+/* The integer form: [784, 2048, 2048, 10], a dense network, input first. */
+static int read_widths(const cfg_node *layers, train_recipe *r, apx_error *err) {
+    for (size_t i = 0; i < layers->n; i++)
+        if (layers->items[i]->kind != CFG_SCALAR)
+            return cfg_fail(layers->items[i], err,
+                            "'layers' mixes widths and layer maps: use either [784, 2048, "
+                            "10] or [{conv: 64, pool: 2}, ..., {dense: 10}]");
     if (layers->n < 3 || layers->n > TRAIN_MAX_LAYERS + 1)
         return cfg_fail(layers, err,
                         "'layers' needs between 3 and %u widths (input, at least one hidden "
@@ -95,11 +177,72 @@ static int read_layers(const cfg_node *root, train_recipe *r, apx_error *err) {
     return APX_OK;
 }
 
+/* The map form: [{conv: 64, pool: 2}, ..., {dense: 2048}, {dense: 10}], the
+ * 28x28x1 input implied. */
+static int read_layer_maps(const cfg_node *layers, train_recipe *r, apx_error *err) {
+    static const char *const keys[] = {"conv", "dense", "pool", NULL};
+    if (layers->n < 2 || layers->n > TRAIN_MAX_LAYERS)
+        return cfg_fail(layers, err,
+                        "'layers' needs between 2 and %u layers (at least one hidden layer, "
+                        "then {dense: %u}); got %zu",
+                        TRAIN_MAX_LAYERS, RECIPE_CLASSES, layers->n);
+    r->widths[0] = RECIPE_INPUTS;
+    for (size_t i = 0; i < layers->n; i++) {
+        const cfg_node *item = layers->items[i];
+        if (item->kind != CFG_MAP)
+            return cfg_fail(item, err,
+                            "'layers' mixes widths and layer maps: layer %zu must be a map like "
+                            "{conv: 64, pool: 2} or {dense: 2048}",
+                            i + 1);
+        if (cfg_expect_map(item, "layer", keys, err)) return err->code;
+        const cfg_node *conv = cfg_find(item, "conv"), *dense = cfg_find(item, "dense");
+        if (!conv == !dense)
+            return cfg_fail(item, err, "layer %zu needs exactly one of 'conv: CHANNELS' or "
+                            "'dense: NEURONS'", i + 1);
+        long long v, pool = 1;
+        if (cfg_get_int(item, conv ? "conv" : "dense", 1, 0, 1, BNN_MAX_WIDTH, &v, err))
+            return err->code;
+        if (dense && cfg_find(item, "pool"))
+            return cfg_fail(cfg_find(item, "pool"), err,
+                            "'pool' applies to conv layers only (layer %zu is dense)", i + 1);
+        if (conv && cfg_get_int(item, "pool", 0, 1, 1, 2, &pool, err)) return err->code;
+        r->widths[i + 1] = (uint32_t)v;
+        r->conv[i] = conv ? 1 : 0;
+        r->pool[i] = (uint8_t)(conv ? pool : 0);
+    }
+    r->n_widths = (uint32_t)layers->n + 1;
+    const cfg_node *last = layers->items[layers->n - 1];
+    if (!r->conv[layers->n - 1] && r->widths[r->n_widths - 1] != RECIPE_CLASSES)
+        return cfg_fail(last, err, "the last layer must be {dense: %u} (Fashion-MNIST classes); "
+                        "got %u neurons", RECIPE_CLASSES, r->widths[r->n_widths - 1]);
+    uint32_t bad;
+    if (train_check_layers(r, RECIPE_ROWS, RECIPE_COLS, &bad, err)) {
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        return cfg_fail(layers->items[bad], err, "%s", msg);
+    }
+    return APX_OK;
+}
+
+static int read_layers(const cfg_node *root, train_recipe *r, apx_error *err) {
+    const cfg_node *layers = cfg_find(root, "layers");
+    if (!layers) return APX_OK;
+    if (layers->kind != CFG_SEQ || layers->n == 0)
+        return cfg_fail(layers, err,
+                        "'layers' must be a list of widths, e.g. [784, 2048, 2048, 10], or of "
+                        "layers, e.g. [{conv: 64, pool: 2}, {dense: 2048}, {dense: 10}]");
+    memset(r->conv, 0, sizeof r->conv);
+    memset(r->pool, 0, sizeof r->pool);
+    if (layers->items[0]->kind == CFG_MAP) return read_layer_maps(layers, r, err);
+    return read_widths(layers, r, err);
+}
+
 int train_recipe_from_yaml(const cfg_node *root, train_recipe *r, apx_error *err) {
     static const char *const keys[] = {
-        "name",        "layers",      "seed",       "epochs",        "batch",
-        "lr",          "lr_step",     "lr_gamma",   "bn_eps",        "bn_momentum",
-        "weight_clip", "train_limit", "output",     "data_dir",      NULL};
+        "name",        "layers",      "seed",           "epochs",   "batch",
+        "lr",          "lr_step",     "lr_gamma",       "bn_eps",   "bn_momentum",
+        "weight_clip", "train_limit", "bn_recalibrate", "output",   "data_dir",
+        NULL};
     train_recipe_defaults(r);
     if (cfg_expect_map(root, "training recipe", keys, err)) return err->code;
 
@@ -125,6 +268,9 @@ int train_recipe_from_yaml(const cfg_node *root, train_recipe *r, apx_error *err
     if (cfg_get_int(root, "train_limit", 0, r->train_limit, 0, IDX_MAX_ITEMS, &v, err))
         return err->code;
     r->train_limit = (uint32_t)v;
+    if (cfg_get_int(root, "bn_recalibrate", 0, r->bn_recalibrate, 0, IDX_MAX_ITEMS, &v, err))
+        return err->code;
+    r->bn_recalibrate = (uint32_t)v;
 
     if (cfg_get_double(root, "lr", 0, r->lr, 1e-12, 10.0, &r->lr, err)) return err->code;
     if (cfg_get_double(root, "lr_gamma", 0, r->lr_gamma, 1e-12, 1.0, &r->lr_gamma, err))
@@ -144,15 +290,20 @@ int train_recipe_from_yaml(const cfg_node *root, train_recipe *r, apx_error *err
 /* ------------------------------------------------------------------------ */
 /* The float network                                                        */
 
+/* im2col blocks hold about this many floats (16 MiB): large enough for
+ * efficient GEMMs, small enough to stay in the last-level cache. */
+#define COL_BLOCK_FLOATS (1u << 22)
+
 void train_net_free(train_net *net) {
     if (!net) return;
     for (uint32_t l = 0; l < net->n_layers; l++) {
         train_layer *L = &net->layer[l];
-        float **fp[] = {&L->w,      &L->wb,     &L->gw,    &L->mw,    &L->vw,   &L->gamma,
+        float **fp[] = {&L->w,      &L->wb,     &L->gw,    &L->mw,     &L->vw,     &L->gamma,
                         &L->beta,   &L->ggamma, &L->gbeta, &L->mgamma, &L->vgamma, &L->mbeta,
-                        &L->vbeta,  &L->mean,   &L->invstd, &L->a,    &L->xhat, &L->y,
-                        &L->act,    &L->grad};
+                        &L->vbeta,  &L->mean,   &L->invstd, &L->a,     &L->xhat,   &L->y,
+                        &L->act,    &L->grad,   &L->col,   &L->pre};
         for (size_t i = 0; i < sizeof fp / sizeof fp[0]; i++) free(*fp[i]);
+        free(L->win);
         free(L->run_mean);
         free(L->run_var);
     }
@@ -167,45 +318,67 @@ void train_net_free(train_net *net) {
 
 static float *falloc(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
 
-train_net *train_net_new(const uint32_t *widths, uint32_t n_widths, uint32_t max_batch,
-                         double bn_eps, double bn_momentum, double weight_clip,
-                         uint64_t seed, apx_error *err) {
-    if (n_widths < 3 || n_widths > TRAIN_MAX_LAYERS + 1) {
-        apx_fail(err, APX_EINPUT, "a network needs 3 to %u widths, got %u",
-                 TRAIN_MAX_LAYERS + 1, n_widths);
-        return NULL;
-    }
+/* Output values per sample of layer L (HWC). */
+static size_t layer_size(const train_layer *L) { return (size_t)L->out_h * L->out_w * L->out; }
+
+train_net *train_net_new(const train_recipe *r, uint32_t in_rows, uint32_t in_cols,
+                         uint32_t max_batch, apx_error *err) {
+    if (train_check_layers(r, in_rows, in_cols, NULL, err)) return NULL;
     if (max_batch < 2) {
         apx_fail(err, APX_EINPUT, "batch must be at least 2 (batch norm), got %u", max_batch);
         return NULL;
     }
-    uint32_t widest = 0;
-    for (uint32_t i = 0; i < n_widths; i++) {
-        if (widths[i] == 0 || widths[i] > BNN_MAX_WIDTH) {
-            apx_fail(err, APX_EINPUT, "width %u of layer list entry %u is out of range 1..%u",
-                     widths[i], i, BNN_MAX_WIDTH);
-            return NULL;
-        }
-        if (widths[i] > widest) widest = widths[i];
-    }
     train_net *net = calloc(1, sizeof *net);
     if (!net) goto oom;
-    net->n_layers = n_widths - 1;
+    net->n_layers = r->n_widths - 1;
     net->max_batch = max_batch;
-    net->n_classes = widths[n_widths - 1];
-    net->bn_eps = bn_eps;
-    net->bn_momentum = bn_momentum;
-    net->weight_clip = weight_clip;
+    net->n_classes = r->widths[r->n_widths - 1];
+    net->in_rows = in_rows;
+    net->in_cols = in_cols;
+    net->in_size = in_rows * in_cols;
+    net->bn_eps = r->bn_eps;
+    net->bn_momentum = r->bn_momentum;
+    net->weight_clip = r->weight_clip;
+    uint32_t h = in_rows, w = in_cols, c = 1, widest = 1;
     for (uint32_t l = 0; l < net->n_layers; l++) {
         train_layer *L = &net->layer[l];
-        L->in = widths[l];
-        L->out = widths[l + 1];
+        L->out = r->widths[l + 1];
         L->hidden = l + 1 < net->n_layers;
-        size_t nw = (size_t)L->in * L->out, nb = (size_t)max_batch * L->out;
+        L->conv = r->conv[l] != 0;
+        if (L->conv) {
+            L->in_c = c;
+            L->in_h = h;
+            L->in_w = w;
+            L->in = 9 * c;
+            L->pool = r->pool[l] ? r->pool[l] : 1;
+            L->out_h = h / L->pool;
+            L->out_w = w / L->pool;
+            size_t rows_per_sample = (size_t)h * w * L->in;
+            size_t chunk = COL_BLOCK_FLOATS / rows_per_sample;
+            L->chunk = chunk < 1 ? 1 : chunk > max_batch ? max_batch : (uint32_t)chunk;
+        } else {
+            L->in = h * w * c;
+            L->in_c = L->in;
+            L->in_h = L->in_w = 1;
+            L->pool = 1;
+            L->out_h = L->out_w = 1;
+        }
+        h = L->out_h;
+        w = L->out_w;
+        c = L->out;
+        if (L->out > widest) widest = L->out;
+        size_t nw = (size_t)L->in * L->out, nb = (size_t)max_batch * layer_size(L);
         if (!(L->w = falloc(nw)) || !(L->wb = falloc(nw)) || !(L->gw = falloc(nw)) ||
             !(L->mw = falloc(nw)) || !(L->vw = falloc(nw)) || !(L->a = falloc(nb)) ||
             !(L->grad = falloc(nb)))
             goto oom;
+        if (L->conv) {
+            if (!(L->col = falloc((size_t)L->chunk * L->in_h * L->in_w * L->in))) goto oom;
+            if (L->pool > 1 &&
+                (!(L->pre = falloc((size_t)max_batch * L->in_h * L->in_w * L->out)) ||
+                 !(L->win = calloc(nb, 1))))
+                goto oom;
+        }
         if (L->hidden) {
             if (!(L->gamma = falloc(L->out)) || !(L->beta = falloc(L->out)) ||
                 !(L->ggamma = falloc(L->out)) || !(L->gbeta = falloc(L->out)) ||
@@ -218,14 +391,14 @@ train_net *train_net_new(const uint32_t *widths, uint32_t n_widths, uint32_t max
                 goto oom;
         }
     }
-    if (!(net->input = falloc((size_t)max_batch * widths[0])) ||
+    if (!(net->input = falloc((size_t)max_batch * net->in_size)) ||
         !(net->labels = calloc(max_batch, 1)) ||
         !(net->logits = falloc((size_t)max_batch * net->n_classes)) ||
         !(net->dlogits = falloc((size_t)max_batch * net->n_classes)) ||
         !(net->acc_a = calloc(widest, sizeof(double))) ||
         !(net->acc_b = calloc(widest, sizeof(double))))
         goto oom;
-    train_net_init(net, seed);
+    train_net_init(net, r->seed);
     return net;
 oom:
     train_net_free(net);
@@ -247,8 +420,8 @@ void train_net_binarize(train_net *net) {
 void train_net_init(train_net *net, uint64_t seed) {
     for (uint32_t l = 0; l < net->n_layers; l++) {
         train_layer *L = &net->layer[l];
-        /* PyTorch's Linear default (kaiming_uniform with a = sqrt(5)) gives
-         * this same bound 1/sqrt(fan_in). */
+        /* PyTorch's Linear and Conv2d default (kaiming_uniform with
+         * a = sqrt(5)) gives this same bound 1/sqrt(fan_in). */
         double bound = 1.0 / sqrt((double)L->in);
         rng_stream s;
         rng_stream_at(&s, rng_key_make(seed, TRAIN_STREAM_INIT, l), 0, 0);
@@ -273,7 +446,7 @@ void train_net_init(train_net *net, uint64_t seed) {
 }
 
 void train_net_load(train_net *net, const dataset *d, const uint32_t *idx, uint32_t batch) {
-    uint32_t in = net->layer[0].in;
+    uint32_t in = net->in_size;
     for (uint32_t i = 0; i < batch; i++) {
         const uint8_t *p = dataset_image(d, idx[i]);
         float *x = net->input + (size_t)i * in;
@@ -282,25 +455,27 @@ void train_net_load(train_net *net, const dataset *d, const uint32_t *idx, uint3
     }
 }
 
-/* Batch norm over the batch (training) or with running statistics, then the
- * activation. Statistics are summed in double: the first layer's
+/* Batch norm over the rows of L->a (training: batch statistics; else
+ * running statistics), then the activation. rows = samples x output
+ * positions, so a conv layer normalises each channel over N, H, W
+ * (BatchNorm2d). Statistics are summed in double: the first layer's
  * pre-activations reach hundreds with a small spread. */
-static void bn_forward(train_net *net, train_layer *L, uint32_t B, int training) {
+static void bn_forward(train_net *net, train_layer *L, size_t rows, int training) {
     uint32_t n = L->out;
     if (training) {
         double *sum = net->acc_a, *sq = net->acc_b;
         memset(sum, 0, n * sizeof(double));
         memset(sq, 0, n * sizeof(double));
-        for (uint32_t i = 0; i < B; i++) {
-            const float *a = L->a + (size_t)i * n;
+        for (size_t i = 0; i < rows; i++) {
+            const float *a = L->a + i * n;
             for (uint32_t j = 0; j < n; j++) sum[j] += a[j];
         }
         for (uint32_t j = 0; j < n; j++) {
-            sum[j] /= B;
+            sum[j] /= (double)rows;
             L->mean[j] = (float)sum[j];
         }
-        for (uint32_t i = 0; i < B; i++) {
-            const float *a = L->a + (size_t)i * n;
+        for (size_t i = 0; i < rows; i++) {
+            const float *a = L->a + i * n;
             for (uint32_t j = 0; j < n; j++) {
                 double d = a[j] - sum[j];
                 sq[j] += d * d;
@@ -310,10 +485,10 @@ static void bn_forward(train_net *net, train_layer *L, uint32_t B, int training)
          * unbiased one (PyTorch's convention). */
         double m = net->bn_momentum;
         for (uint32_t j = 0; j < n; j++) {
-            double var = sq[j] / B;
+            double var = sq[j] / (double)rows;
             L->invstd[j] = (float)(1.0 / sqrt(var + net->bn_eps));
             L->run_mean[j] = (1.0 - m) * L->run_mean[j] + m * sum[j];
-            L->run_var[j] = (1.0 - m) * L->run_var[j] + m * (sq[j] / (B - 1));
+            L->run_var[j] = (1.0 - m) * L->run_var[j] + m * (sq[j] / (double)(rows - 1));
         }
     } else {
         for (uint32_t j = 0; j < n; j++) {
@@ -321,8 +496,8 @@ static void bn_forward(train_net *net, train_layer *L, uint32_t B, int training)
             L->invstd[j] = (float)(1.0 / sqrt(L->run_var[j] + net->bn_eps));
         }
     }
-    for (uint32_t i = 0; i < B; i++) {
-        size_t o = (size_t)i * n;
+    for (size_t i = 0; i < rows; i++) {
+        size_t o = i * n;
         const float *a = L->a + o;
         float *xh = L->xhat + o, *y = L->y + o, *act = L->act + o;
         for (uint32_t j = 0; j < n; j++) {
@@ -336,14 +511,151 @@ static void bn_forward(train_net *net, train_layer *L, uint32_t B, int training)
     }
 }
 
+/* im2col for nb samples x (HWC, in_h x in_w x in_c) of a conv layer: row
+ * (n, h, w) of col holds the 3x3 neighbourhood of pixel (h, w), column
+ * (kh * 3 + kw) * in_c + c = x[n, h + kh - 1, w + kw - 1, c], or 0 where
+ * that tap lies outside the image (zero padding). In HWC the three taps
+ * kw = 0, 1, 2 of a kernel row are 3 * in_c consecutive inputs, so away from
+ * the left and right border a kernel row is one contiguous copy. */
+static void im2col(const train_layer *L, const float *x, uint32_t nb, float *col) {
+    const size_t H = L->in_h, W = L->in_w, C = L->in_c, K = L->in;
+    for (size_t n = 0; n < nb; n++) {
+        const float *img = x + n * H * W * C;
+        for (size_t h = 0; h < H; h++)
+            for (size_t kh = 0; kh < 3; kh++) {
+                float *row = col + (n * H + h) * W * K + kh * 3 * C;
+                if (h + kh < 1 || h + kh > H) { /* kernel row above or below the image */
+                    for (size_t w = 0; w < W; w++) memset(row + w * K, 0, 3 * C * sizeof(float));
+                    continue;
+                }
+                const float *src = img + (h + kh - 1) * W * C;
+                if (C == 1) { /* the first layer of a grey image: no call per tap */
+                    for (size_t w = 0; w < W; w++) {
+                        float *dst = row + w * K;
+                        dst[0] = w > 0 ? src[w - 1] : 0.0f;
+                        dst[1] = src[w];
+                        dst[2] = w + 1 < W ? src[w + 1] : 0.0f;
+                    }
+                    continue;
+                }
+                for (size_t w = 0; w < W; w++) {
+                    float *dst = row + w * K;
+                    /* taps kw in [first, last) lie inside the image */
+                    size_t first = w == 0 ? 1 : 0, last = w + 1 == W ? 2 : 3;
+                    if (first) memset(dst, 0, C * sizeof(float));
+                    memcpy(dst + first * C, src + (w + first - 1) * C,
+                           (last - first) * C * sizeof(float));
+                    if (last < 3) memset(dst + 2 * C, 0, C * sizeof(float));
+                }
+            }
+    }
+}
+
+/* The adjoint of im2col: adds every column entry of nb samples back onto
+ * the input position it was copied from (taps outside the image dropped). */
+static void col2im_add(const train_layer *L, const float *col, uint32_t nb, float *dx) {
+    const size_t H = L->in_h, W = L->in_w, C = L->in_c, K = L->in;
+    for (size_t n = 0; n < nb; n++) {
+        float *img = dx + n * H * W * C;
+        for (size_t h = 0; h < H; h++)
+            for (size_t kh = 0; kh < 3; kh++) {
+                if (h + kh < 1 || h + kh > H) continue;
+                const float *row = col + (n * H + h) * W * K + kh * 3 * C;
+                float *dst = img + (h + kh - 1) * W * C;
+                for (size_t w = 0; w < W; w++) {
+                    const float *src = row + w * K;
+                    size_t first = w == 0 ? 1 : 0, last = w + 1 == W ? 2 : 3;
+                    float *d = dst + (w + first - 1) * C;
+                    const float *sv = src + first * C;
+                    for (size_t i = 0; i < (last - first) * C; i++) d[i] += sv[i];
+                }
+            }
+    }
+}
+
+/* 2x2 max-pool, stride 2, of pre (B x in_h x in_w x out) into a (B x out_h x
+ * out_w x out); an odd last row or column is dropped. win records which
+ * element of each window won: the first maximum in the order 0 = (0,0),
+ * 1 = (0,1), 2 = (1,0), 3 = (1,1). */
+static void maxpool_forward(train_layer *L, uint32_t B) {
+    const size_t C = L->out, W = L->in_w, H = L->in_h;
+    for (size_t n = 0; n < B; n++)
+        for (size_t oh = 0; oh < L->out_h; oh++)
+            for (size_t ow = 0; ow < L->out_w; ow++) {
+                const float *p = L->pre + ((n * H + 2 * oh) * W + 2 * ow) * C;
+                const float *q = p + W * C;
+                size_t o = ((n * L->out_h + oh) * L->out_w + ow) * C;
+                float *out = L->a + o;
+                uint8_t *win = L->win + o;
+                for (size_t c = 0; c < C; c++) {
+                    float m = p[c];
+                    uint8_t k = 0;
+                    if (p[C + c] > m) m = p[C + c], k = 1;
+                    if (q[c] > m) m = q[c], k = 2;
+                    if (q[C + c] > m) m = q[C + c], k = 3;
+                    out[c] = m;
+                    win[c] = k;
+                }
+            }
+}
+
+/* The max-pool's backward, in place: pre (the conv output) becomes dL/d(pre),
+ * the gradient of each pooled output at its window's winner and 0 elsewhere,
+ * dropped odd rows and columns included. */
+static void maxpool_backward(train_layer *L, uint32_t B) {
+    const size_t C = L->out, W = L->in_w, H = L->in_h;
+    for (size_t n = 0; n < B; n++) {
+        for (size_t oh = 0; oh < L->out_h; oh++) {
+            for (size_t ow = 0; ow < L->out_w; ow++) {
+                float *p = L->pre + ((n * H + 2 * oh) * W + 2 * ow) * C;
+                float *q = p + W * C;
+                size_t o = ((n * L->out_h + oh) * L->out_w + ow) * C;
+                const float *g = L->grad + o;
+                const uint8_t *win = L->win + o;
+                for (size_t c = 0; c < C; c++) {
+                    p[c] = win[c] == 0 ? g[c] : 0.0f;
+                    p[C + c] = win[c] == 1 ? g[c] : 0.0f;
+                    q[c] = win[c] == 2 ? g[c] : 0.0f;
+                    q[C + c] = win[c] == 3 ? g[c] : 0.0f;
+                }
+            }
+            if (W % 2) {
+                memset(L->pre + ((n * H + 2 * oh) * W + W - 1) * C, 0, C * sizeof(float));
+                memset(L->pre + ((n * H + 2 * oh + 1) * W + W - 1) * C, 0, C * sizeof(float));
+            }
+        }
+        if (H % 2) memset(L->pre + ((n * H + H - 1) * W) * C, 0, W * C * sizeof(float));
+    }
+}
+
+/* Pre-activations of layer L for B samples with inputs x (B x in_size of L,
+ * HWC): dense X * Wb^T; conv im2col + GEMM per block of samples, then the
+ * max-pool. */
+static void layer_preact(train_layer *L, const float *x, uint32_t B) {
+    if (!L->conv) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)L->out, (int)L->in,
+                    1.0f, x, (int)L->in, L->wb, (int)L->in, 0.0f, L->a, (int)L->out);
+        return;
+    }
+    const size_t px = (size_t)L->in_h * L->in_w, in_size = px * L->in_c;
+    float *out = L->pool > 1 ? L->pre : L->a;
+    for (uint32_t s0 = 0; s0 < B; s0 += L->chunk) {
+        uint32_t nb = B - s0 < L->chunk ? B - s0 : L->chunk;
+        im2col(L, x + s0 * in_size, nb, L->col);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(nb * px), (int)L->out,
+                    (int)L->in, 1.0f, L->col, (int)L->in, L->wb, (int)L->in, 0.0f,
+                    out + s0 * px * L->out, (int)L->out);
+    }
+    if (L->pool > 1) maxpool_forward(L, B);
+}
+
 void train_net_forward(train_net *net, uint32_t B, int training) {
     const float *x = net->input;
     for (uint32_t l = 0; l < net->n_layers; l++) {
         train_layer *L = &net->layer[l];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)L->out, (int)L->in,
-                    1.0f, x, (int)L->in, L->wb, (int)L->in, 0.0f, L->a, (int)L->out);
+        layer_preact(L, x, B);
         if (L->hidden) {
-            bn_forward(net, L, B, training);
+            bn_forward(net, L, (size_t)B * L->out_h * L->out_w, training);
             x = L->act;
         } else {
             size_t n = (size_t)B * L->out;
@@ -376,15 +688,16 @@ double train_net_loss(train_net *net, uint32_t B, uint32_t *correct) {
 }
 
 /* Turns L->grad from dL/d(act) into dL/d(a): the Hardtanh/sign STE mask, the
- * BN affine gradients, and the batch-norm backward with batch statistics:
- *   da = invstd / B * (B * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat)). */
-static void bn_backward(train_net *net, train_layer *L, uint32_t B) {
+ * BN affine gradients, and the batch-norm backward with batch statistics over
+ * the R = rows of the forward pass:
+ *   da = invstd / R * (R * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat)). */
+static void bn_backward(train_net *net, train_layer *L, size_t rows) {
     uint32_t n = L->out;
     double *sg = net->acc_a, *sgx = net->acc_b;  /* sum dy, sum dy * xhat */
     memset(sg, 0, n * sizeof(double));
     memset(sgx, 0, n * sizeof(double));
-    for (uint32_t i = 0; i < B; i++) {
-        size_t o = (size_t)i * n;
+    for (size_t i = 0; i < rows; i++) {
+        size_t o = i * n;
         float *g = L->grad + o;
         const float *y = L->y + o, *xh = L->xhat + o;
         for (uint32_t j = 0; j < n; j++) {
@@ -398,16 +711,44 @@ static void bn_backward(train_net *net, train_layer *L, uint32_t B) {
         L->gbeta[j] = (float)sg[j];
         L->ggamma[j] = (float)sgx[j];
         /* Reuse the sums as the per-neuron constants of the da formula. */
-        sg[j] = L->gamma[j] * sg[j] / B;
-        sgx[j] = L->gamma[j] * sgx[j] / B;
+        sg[j] = L->gamma[j] * sg[j] / (double)rows;
+        sgx[j] = L->gamma[j] * sgx[j] / (double)rows;
     }
-    for (uint32_t i = 0; i < B; i++) {
-        size_t o = (size_t)i * n;
+    for (size_t i = 0; i < rows; i++) {
+        size_t o = i * n;
         float *g = L->grad + o;
         const float *xh = L->xhat + o;
         for (uint32_t j = 0; j < n; j++)
             g[j] = L->invstd[j] *
                    (float)(L->gamma[j] * g[j] - sg[j] - xh[j] * sgx[j]);
+    }
+}
+
+/* Conv backward from L->grad = dL/d(a): the max-pool sends each gradient to
+ * its window's maximum (pre becomes the gradient); then per block of samples
+ * dW += dConv^T col (im2col recomputed) and, if dx, dcol = dConv Wb added
+ * back onto dx by col2im. */
+static void conv_backward(train_layer *L, const float *x, float *dx, uint32_t B) {
+    const size_t px = (size_t)L->in_h * L->in_w, in_size = px * L->in_c;
+    const float *dconv = L->grad;
+    if (L->pool > 1) {
+        maxpool_backward(L, B);
+        dconv = L->pre;
+    }
+    if (dx) memset(dx, 0, (size_t)B * in_size * sizeof(float));
+    for (uint32_t s0 = 0; s0 < B; s0 += L->chunk) {
+        uint32_t nb = B - s0 < L->chunk ? B - s0 : L->chunk;
+        const float *dc = dconv + s0 * px * L->out;
+        im2col(L, x + s0 * in_size, nb, L->col);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)L->out, (int)L->in,
+                    (int)(nb * px), 1.0f, dc, (int)L->out, L->col, (int)L->in,
+                    s0 == 0 ? 0.0f : 1.0f, L->gw, (int)L->in);
+        if (dx) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(nb * px), (int)L->in,
+                        (int)L->out, 1.0f, dc, (int)L->out, L->wb, (int)L->in, 0.0f, L->col,
+                        (int)L->in);
+            col2im_add(L, L->col, nb, dx + s0 * in_size);
+        }
     }
 }
 
@@ -422,15 +763,20 @@ void train_net_backward(train_net *net, uint32_t B) {
     net->gscale = (float)gs;
     for (uint32_t l = net->n_layers; l-- > 0;) {
         train_layer *L = &net->layer[l];
-        if (L->hidden) bn_backward(net, L, B);
+        if (L->hidden) bn_backward(net, L, (size_t)B * L->out_h * L->out_w);
         const float *x = l == 0 ? net->input : net->layer[l - 1].act;
+        float *dx = l > 0 ? net->layer[l - 1].grad : NULL;
+        if (L->conv) {
+            conv_backward(L, x, dx, B);
+            continue;
+        }
         /* dW = dA^T X (identity STE for the weight binarisation). */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)L->out, (int)L->in, (int)B,
                     1.0f, L->grad, (int)L->out, x, (int)L->in, 0.0f, L->gw, (int)L->in);
-        if (l > 0) /* dX = dA Wb: the gradient of the previous layer's output */
+        if (dx) /* dX = dA Wb: the gradient of the previous layer's output */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)L->in,
-                        (int)L->out, 1.0f, L->grad, (int)L->out, L->wb, (int)L->in, 0.0f,
-                        net->layer[l - 1].grad, (int)L->in);
+                        (int)L->out, 1.0f, L->grad, (int)L->out, L->wb, (int)L->in, 0.0f, dx,
+                        (int)L->in);
     }
 }
 
@@ -497,6 +843,93 @@ void train_net_adam(train_net *net, double lr) {
     adam_update(&net->scale, &net->gscale, &net->mscale, &net->vscale, 1, s);
 }
 
+#define RECAL_BATCH 256u
+
+void train_net_recalibrate_bn(train_net *net, const dataset *d, uint32_t n, uint32_t count) {
+    if (n == 0 || count == 0) return;
+    if (count > n) count = n;
+    uint32_t idx[RECAL_BATCH];
+    uint32_t bs = net->max_batch < RECAL_BATCH ? net->max_batch : RECAL_BATCH;
+    for (uint32_t h = 0; h < net->n_layers; h++) {
+        train_layer *L = &net->layer[h];
+        if (!L->hidden) continue;
+        uint32_t C = L->out;
+        size_t pos = (size_t)L->out_h * L->out_w, total = 0;
+        /* Sums of a - shift, shift = the old running mean, for a variance
+         * without cancellation (first-layer a are large with a small spread). */
+        double *sum = net->acc_a, *sq = net->acc_b;
+        memset(sum, 0, C * sizeof(double));
+        memset(sq, 0, C * sizeof(double));
+        for (uint32_t k0 = 0; k0 < count; k0 += bs) {
+            uint32_t nb = count - k0 < bs ? count - k0 : bs;
+            for (uint32_t i = 0; i < nb; i++)
+                idx[i] = (uint32_t)((uint64_t)(k0 + i) * n / count);
+            train_net_load(net, d, idx, nb);
+            const float *x = net->input;
+            for (uint32_t l = 0; l < h; l++) {
+                train_layer *P = &net->layer[l];
+                layer_preact(P, x, nb);
+                bn_forward(net, P, (size_t)nb * P->out_h * P->out_w, 0);
+                x = P->act;
+            }
+            layer_preact(L, x, nb);
+            size_t rows = nb * pos;
+            for (size_t r = 0; r < rows; r++) {
+                const float *a = L->a + r * C;
+                for (uint32_t j = 0; j < C; j++) {
+                    double v = a[j] - L->run_mean[j];
+                    sum[j] += v;
+                    sq[j] += v * v;
+                }
+            }
+            total += rows;
+        }
+        if (total < 2) continue;
+        for (uint32_t j = 0; j < C; j++) {
+            double mean = sum[j] / (double)total;
+            double var = (sq[j] - sum[j] * mean) / (double)(total - 1);
+            L->run_mean[j] += mean;
+            L->run_var[j] = var > 0.0 ? var : 0.0;
+        }
+    }
+}
+
+int train_net_model(const train_net *net, const char *name, bnn_model *m, apx_error *err) {
+    int any_conv = 0;
+    uint32_t widths[TRAIN_MAX_LAYERS + 1];
+    bnn_layer_spec spec[TRAIN_MAX_LAYERS];
+    widths[0] = net->in_size;
+    for (uint32_t l = 0; l < net->n_layers; l++) {
+        const train_layer *L = &net->layer[l];
+        any_conv |= L->conv;
+        widths[l + 1] = L->out;
+        spec[l].out = L->out;
+        spec[l].pool = L->pool;
+        if (!L->hidden)
+            spec[l].kind = BNN_DENSE_OUT;
+        else if (L->conv)
+            spec[l].kind = l == 0 ? BNN_CONV_U8 : BNN_CONV_BIN;
+        else
+            spec[l].kind = l == 0 ? BNN_DENSE_U8 : BNN_DENSE_BIN;
+    }
+    int rc = any_conv ? bnn_create_layers(m, name, net->in_rows, net->in_cols, 1, net->n_layers,
+                                          spec, err)
+                      : bnn_create(m, name, net->in_rows, net->in_cols, net->n_layers, widths,
+                                   err);
+    if (rc) return rc;
+    for (uint32_t l = 0; l < net->n_layers; l++)
+        if (m->layers[l].in != net->layer[l].in || m->layers[l].out != net->layer[l].out) {
+            rc = apx_fail(err, APX_EWORK,
+                          "model '%s': layer %u is %u -> %u in the packed model but %u -> %u "
+                          "in training",
+                          name, l + 1, m->layers[l].in, m->layers[l].out, net->layer[l].in,
+                          net->layer[l].out);
+            bnn_free(m);
+            return rc;
+        }
+    return APX_OK;
+}
+
 void train_net_export(const train_net *net, bnn_model *m) {
     for (uint32_t l = 0; l < net->n_layers; l++) {
         const train_layer *L = &net->layer[l];
@@ -530,15 +963,12 @@ static double now_s(void) {
 
 static int check_recipe(const train_recipe *r, const dataset *train, const dataset *test,
                         apx_error *err) {
-    if (r->n_widths < 3 || r->n_widths > TRAIN_MAX_LAYERS + 1)
-        return apx_fail(err, APX_EINPUT, "recipe '%s': needs 3 to %u layer widths, got %u",
-                        r->name, TRAIN_MAX_LAYERS + 1, r->n_widths);
-    uint32_t pixels = train->rows * train->cols, classes = r->widths[r->n_widths - 1];
-    if (r->widths[0] != pixels)
-        return apx_fail(err, APX_EINPUT,
-                        "recipe '%s': first width %u does not match the %ux%u = %u pixels of the "
-                        "training data",
-                        r->name, r->widths[0], train->rows, train->cols, pixels);
+    if (train_check_layers(r, train->rows, train->cols, NULL, err)) {
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        return apx_fail(err, APX_EINPUT, "recipe '%s' on the training data: %s", r->name, msg);
+    }
+    uint32_t classes = r->widths[r->n_widths - 1];
     if (classes != train->n_classes)
         return apx_fail(err, APX_EINPUT,
                         "recipe '%s': last width %u does not match the %u classes of the data",
@@ -575,12 +1005,9 @@ int train_fit(const train_recipe *r, const dataset *train, const dataset *test,
     memset(&model, 0, sizeof model);
     bnn_workspace *ws = NULL;
     uint32_t *order = NULL;
-    train_net *net = train_net_new(r->widths, r->n_widths, batch, r->bn_eps, r->bn_momentum,
-                                   r->weight_clip, r->seed, err);
+    train_net *net = train_net_new(r, train->rows, train->cols, batch, err);
     if (!net) return err->code;
-    if ((rc = bnn_create(&model, r->name, train->rows, train->cols, r->n_widths - 1, r->widths,
-                         err)))
-        goto done;
+    if ((rc = train_net_model(net, r->name, &model, err))) goto done;
     ws = bnn_workspace_new(&model);
     order = malloc((size_t)n * sizeof *order);
     if (!ws || !order) {
@@ -623,6 +1050,7 @@ int train_fit(const train_recipe *r, const dataset *train, const dataset *test,
             seen += B;
         }
         double t1 = now_s();
+        if (r->bn_recalibrate) train_net_recalibrate_bn(net, train, n, r->bn_recalibrate);
         train_net_export(net, &model);
         train_epoch_stats st = {
             .epoch = epoch + 1,

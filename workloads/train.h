@@ -1,12 +1,21 @@
-/* train.h - training a fully connected BNN in C.
+/* train.h - training a BNN (fully connected or convolutional) in C.
  *
+ * Layers: dense (fully connected) and 3x3 convolutions (stride 1, zero
+ * padding 1: a tap outside the image contributes 0, as in workloads/bnn.h),
+ * each conv optionally followed by a 2x2 max-pool before its batch norm
+ * (Conv -> MaxPool -> BN -> sign, facts bnn.md section 1); conv layers come
+ * first, dense layers after, and the first dense layer reads the conv output
+ * flattened HWC, index (h * W + w) * C + c, like the packed model.
  * Latent float weights, binarised in the forward pass (w > 0 -> +1, else -1);
  * the straight-through estimator for weights and for the sign activation
- * (gradient passed where |BN output| <= 1, as Hardtanh); batch norm with batch
- * statistics in training and running statistics for export; cross-entropy
- * on the last layer times a learnable Scale (initialised to 1e-3); Adam with
- * a step learning-rate schedule; GEMMs through CBLAS (OpenBLAS). The first
- * layer sees pixels / 255. Export folds batch norm into integer thresholds
+ * (gradient passed where |BN output| <= 1, as Hardtanh); batch norm with
+ * batch statistics in training and running statistics for export (per
+ * channel over N, H, W for conv layers; optionally re-estimated over part of
+ * the training set with the current weights before every export,
+ * bn_recalibrate); cross-entropy on the last layer times a learnable Scale
+ * (initialised to 1e-3); Adam with a step learning-rate schedule; GEMMs
+ * through CBLAS (OpenBLAS), convolutions as im2col + GEMM. The first layer
+ * sees pixels / 255. Export folds batch norm into integer thresholds
  * (bnn_fold_bn) and produces a bnn_model.
  *
  * Everything random (initialisation, shuffling) comes from rng.h keyed by the
@@ -27,7 +36,17 @@
 typedef struct train_recipe {
     char name[64];
     uint32_t n_widths;                 /* layers + 1 */
-    uint32_t widths[TRAIN_MAX_LAYERS + 1];  /* e.g. 784, 2048, 2048, 10 */
+    /* widths[0]: input pixels (rows * cols, e.g. 784); widths[l + 1]: the
+     * neurons of dense layer l or the output channels of conv layer l; the
+     * last entry is the number of classes. E.g. 784, 2048, 2048, 10 (FC) or
+     * 784, 64, 64, 2048, 10 (VGG3). */
+    uint32_t widths[TRAIN_MAX_LAYERS + 1];
+    /* conv[l] = 1: layer l is a 3x3 convolution (stride 1, zero pad 1) with
+     * pool[l] = 2 for a 2x2 max-pool (stride 2, odd rows and columns dropped)
+     * before its BN, 0 or 1 for none; conv[l] = 0: dense (pool ignored). All
+     * zero (the defaults) is a fully connected network. */
+    uint8_t conv[TRAIN_MAX_LAYERS];
+    uint8_t pool[TRAIN_MAX_LAYERS];
     uint64_t seed;
     uint32_t epochs;
     uint32_t batch;
@@ -37,6 +56,12 @@ typedef struct train_recipe {
     double bn_eps, bn_momentum;
     double weight_clip;                /* clamp latent weights to [-c, c]; 0 = off */
     uint32_t train_limit;              /* 0 = all training samples */
+    /* Before every export, re-estimate the BN running statistics of each
+     * hidden layer in turn (eval-mode forward through the layers before it,
+     * exact mean and unbiased variance) over this many training samples,
+     * evenly spaced over the training set; 0 = off (the running averages of
+     * training, momentum bn_momentum, are exported as they are). */
+    uint32_t bn_recalibrate;
     const char *output;                /* .bnn path the recipe writes (may be NULL) */
     const char *data_dir;              /* Fashion-MNIST override (may be NULL) */
 } train_recipe;
@@ -45,9 +70,16 @@ typedef struct train_recipe {
  * batch 256, Adam lr 1e-3, step 25, gamma 0.5, eps 1e-5, momentum 0.1). */
 void train_recipe_defaults(train_recipe *r);
 
-/* Reads a recipe from YAML (docs and configs/workloads/fmnist-fc.yaml):
- *   name, layers: [784, ...], seed, epochs, batch, lr, lr_step, lr_gamma,
- *   bn_eps, bn_momentum, weight_clip, train_limit, output, data_dir.
+/* Reads a recipe from YAML (configs/workloads/fmnist-fc.yaml, fmnist-vgg3.yaml):
+ *   name, layers, seed, epochs, batch, lr, lr_step, lr_gamma, bn_eps,
+ *   bn_momentum, weight_clip, train_limit, bn_recalibrate, output, data_dir.
+ * `layers` is either a list of widths, input first (a dense network):
+ *   layers: [784, 2048, 2048, 10]
+ * or a list of layer maps, the input (28x28x1 Fashion-MNIST) implied:
+ *   layers: [{conv: 64, pool: 2}, {conv: 64, pool: 2}, {dense: 2048}, {dense: 10}]
+ * where {conv: C} has C output channels and optional pool: 1 or 2, {dense: N}
+ * has N neurons, conv layers come before dense ones and the last is
+ * {dense: 10}. Errors name file:line:col of the offending entry.
  * Strings point into the document. */
 int train_recipe_from_yaml(const cfg_node *root, train_recipe *r, apx_error *err);
 

@@ -6,7 +6,12 @@
  * float network's eval-mode predictions with the exported packed model.
  *
  * Layout: every matrix is row-major. Weights of layer l are [out x in] (row r
- * = neuron r, as in PyTorch's Linear); batch buffers are [batch x width]. */
+ * = neuron r, as in PyTorch's Linear); for a conv layer in = 9 * in_c and
+ * column (kh * 3 + kw) * in_c + c is tap (kh, kw) of input channel c, the
+ * bit order of the packed model (workloads/bnn.h). Batch buffers are
+ * [batch x size] with size = out_h * out_w * out, each sample HWC (channel
+ * fastest); a dense layer has out_h = out_w = 1. Batch norm treats the rows
+ * of [batch * out_h * out_w x out] as its samples (BatchNorm2d for conv). */
 #ifndef APX_TRAIN_INTERNAL_H
 #define APX_TRAIN_INTERNAL_H
 
@@ -15,8 +20,13 @@
 #include "train.h"
 
 typedef struct train_layer {
-    uint32_t in, out;
+    uint32_t in, out;      /* fan-in (conv: 9 * in_c), neurons / output channels */
     int hidden;            /* 1: BN + Hardtanh/sign follow; 0: the output layer */
+    int conv;              /* 1: 3x3 convolution, stride 1, zero padding 1 */
+    uint32_t in_c, in_h, in_w;  /* input geometry, HWC (dense: in, 1, 1) */
+    uint32_t pool;         /* conv: 1 or 2 (2x2 max-pool before BN); dense: 1 */
+    uint32_t out_h, out_w; /* output geometry after pooling (dense: 1, 1) */
+    uint32_t chunk;        /* conv: samples per im2col block */
     /* [out * in]: latent weights, their binarised float copy (what the GEMMs
      * use), gradient and Adam moments. */
     float *w, *wb, *gw, *mw, *vw;
@@ -25,20 +35,31 @@ typedef struct train_layer {
     float *gamma, *beta, *ggamma, *gbeta, *mgamma, *vgamma, *mbeta, *vbeta;
     double *run_mean, *run_var;
     float *mean, *invstd;  /* [out] mean and 1/sqrt(var + eps) used by the last forward */
-    /* Batch buffers [max_batch * out]. */
-    float *a;              /* pre-activation X * Wb^T */
+    /* Batch buffers [max_batch * out_h * out_w * out]. */
+    float *a;              /* pre-activation X * Wb^T (conv: after pooling) */
     float *xhat;           /* hidden: (a - mean) * invstd */
     float *y;              /* hidden: BN output gamma * xhat + beta */
     float *act;            /* hidden: sign(y) (input of the next layer) */
     float *grad;           /* backward scratch: dL/d(act), then dL/d(a) */
+    /* Conv only. col: [chunk * in_h * in_w * in], im2col rows of a block of
+     * samples (row = output position, taps outside the image 0), in the
+     * backward pass also dL/d(col). pre (pool 2): [max_batch * in_h * in_w *
+     * out], the convolution before pooling; the backward pass overwrites it
+     * with its gradient. win (pool 2): [max_batch * out_h * out_w * out], which
+     * element of each window is the maximum: the first in the order 0 =
+     * (0,0), 1 = (0,1), 2 = (1,0), 3 = (1,1); the gradient goes there. */
+    float *col, *pre;
+    uint8_t *win;
 } train_layer;
 
 typedef struct train_net {
     uint32_t n_layers;     /* weight layers = n_widths - 1 */
     uint32_t max_batch;
     uint32_t n_classes;
+    uint32_t in_rows, in_cols;  /* input image */
+    uint32_t in_size;      /* in_rows * in_cols pixels per sample */
     train_layer layer[TRAIN_MAX_LAYERS];
-    float *input;          /* [max_batch * in of layer 0]: pixels / 255 */
+    float *input;          /* [max_batch * in_size]: pixels / 255 */
     uint8_t *labels;       /* [max_batch] labels of the loaded batch */
     float *logits;         /* [max_batch * n_classes]: scale * a of the last layer */
     float *dlogits;        /* [max_batch * n_classes]: dL/dlogits */
@@ -53,11 +74,19 @@ typedef struct train_net {
     int float_weights, float_activations;
 } train_net;
 
-/* Allocates a network for widths[0..n_widths) (n_widths >= 3) and batches of
- * up to max_batch (>= 2) samples, and initialises it (train_net_init). */
-train_net *train_net_new(const uint32_t *widths, uint32_t n_widths, uint32_t max_batch,
-                         double bn_eps, double bn_momentum, double weight_clip,
-                         uint64_t seed, apx_error *err);
+/* Checks the layer list of r (widths, conv, pool) against an input image of
+ * in_rows x in_cols pixels (one channel): at least one hidden layer, conv
+ * layers before dense ones, the first width = the pixels, fan-ins within
+ * BNN_MAX_WIDTH, pooling that leaves at least one pixel. On failure sets err
+ * and, if bad_layer is non-NULL, the layer at fault (0-based). */
+int train_check_layers(const train_recipe *r, uint32_t in_rows, uint32_t in_cols,
+                       uint32_t *bad_layer, apx_error *err);
+
+/* Allocates the network of r's layer list (and bn_eps, bn_momentum,
+ * weight_clip) for in_rows x in_cols images and batches of up to max_batch
+ * (>= 2) samples, and initialises it with r->seed (train_net_init). */
+train_net *train_net_new(const train_recipe *r, uint32_t in_rows, uint32_t in_cols,
+                         uint32_t max_batch, apx_error *err);
 void train_net_free(train_net *net);
 
 /* Latent weights uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)] from rng.h
@@ -91,11 +120,24 @@ void train_net_backward(train_net *net, uint32_t batch);
  * and the refresh of wb. */
 void train_net_adam(train_net *net, double lr);
 
-/* Writes the network into m, which bnn_create made with the same widths:
+/* Re-estimates the running statistics of every hidden layer, first to last:
+ * an eval-mode forward pass through the layers before it (with their
+ * re-estimated statistics), then the exact mean and unbiased variance of its
+ * pre-activations over `count` samples of d evenly spaced over [0, n)
+ * (sample floor(k * n / count)); count is capped at n. Uses the input
+ * buffers, so the loaded batch is lost. */
+void train_net_recalibrate_bn(train_net *net, const dataset *d, uint32_t n, uint32_t count);
+
+/* Writes the network into m, which bnn_create / bnn_create_layers made with
+ * the same shapes (train_net_model):
  * packed weights from the signs of the latent weights, thresholds and
  * directions from bnn_fold_bn on the running statistics, |Scale| (with the
  * output weights negated if Scale < 0). */
 void train_net_export(const train_net *net, bnn_model *m);
+
+/* Allocates the packed model for net's shapes (bnn_create for a dense
+ * network, bnn_create_layers with conv layers), named name. */
+int train_net_model(const train_net *net, const char *name, bnn_model *m, apx_error *err);
 
 /* train_run, which also hands back the trained float network in *net_out
  * (if non-NULL; caller frees it with train_net_free). */
