@@ -272,9 +272,10 @@ static void chunk_rows(__m512i *restrict acc16, const char *restrict tab,
     if (nq == 8 && LUT_G == 8) {
         /* the common case: the 8 offsets of a row as two 64-bit loads, split
          * in registers (fewer load-port uops, which bound this loop) */
-        const uint64_t *o = (const uint64_t *)(const void *)off;
-        for (uint32_t r = 0; r < rows; r++, o += 2) {
-            uint64_t v0 = o[0], v1 = o[1];
+        for (uint32_t r = 0; r < rows; r++, off += 8) {
+            uint64_t v0, v1; /* memcpy: reading uint16_t data as uint64_t is not allowed */
+            memcpy(&v0, off, 8);
+            memcpy(&v1, off + 4, 8);
             __m512i a = _mm512_add_epi16(acc16[r], _mm512_load_si512(tab + (v0 & 0xFFFF)));
             __m512i b = _mm512_load_si512(tab + (v0 >> 16 & 0xFFFF));
             a = _mm512_add_epi16(a, _mm512_load_si512(tab + (v0 >> 32 & 0xFFFF)));
