@@ -305,6 +305,9 @@ static const char sweep_help[] =
     "Options:\n"
     "  -o, --output DB     results database (default: the config's 'output')\n"
     "  -j, --threads N     worker threads (default: the config's, else one per core)\n"
+    "      --shard K/N     run only the K-th of N interleaved parts of the jobs (K\n"
+    "                      from 1), e.g. one per cluster node or Slurm array task;\n"
+    "                      combine the shard databases with 'apxsim merge'\n"
     "  -q, --quiet         no progress line and no summary table\n"
     "  -h, --help          show this help\n"
     "\n"
@@ -321,15 +324,23 @@ static void sweep_progress(void *ctx, size_t done, size_t total) {
 static int cmd_sweep(int argc, char **argv) {
     static const struct option opts[] = {{"output", required_argument, 0, 'o'},
                                          {"threads", required_argument, 0, 'j'},
+                                         {"shard", required_argument, 0, 's'},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *output = NULL;
-    uint32_t threads = 0;
+    uint32_t threads = 0, shard_k = 0, shard_n = 0;
     int quiet = 0, c;
     while ((c = getopt_long(argc, argv, "o:j:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'o': output = optarg; break;
+        case 's': {
+            char k[16], n[16], extra;
+            if (sscanf(optarg, "%15[0-9]/%15[0-9]%c", k, n, &extra) != 2 || parse_u32(k, &shard_k) ||
+                parse_u32(n, &shard_n) || shard_n == 0 || shard_k == 0 || shard_k > shard_n)
+                return cli_usage("sweep", "--shard needs K/N with 1 <= K <= N, got '%s'", optarg);
+            break;
+        }
         case 'j':
             if (parse_u32(optarg, &threads) || threads > 256)
                 return cli_usage("sweep", "--threads needs a count up to 256, got '%s'", optarg);
@@ -344,6 +355,10 @@ static int cmd_sweep(int argc, char **argv) {
     sweep_plan plan;
     if (sweep_plan_load(argv[optind], &plan, &err)) return cli_report(NULL, &err);
     const char *db = output ? output : plan.output;
+    if (shard_n) {
+        plan.shard_index = shard_k - 1;
+        plan.shard_count = shard_n;
+    }
     char what[160];
     snprintf(what, sizeof what, "sweep %s", plan.name);
     progress bar;
@@ -368,6 +383,52 @@ static int cmd_sweep(int argc, char **argv) {
         if ((rc = cmd_query_print(db, "accuracy", STORE_TABLE))) return rc;
         printf("\nresults: %s\n", db);
     }
+    return 0;
+}
+
+/* ---- merge --------------------------------------------------------------- */
+
+static const char merge_help[] =
+    "Usage: apxsim merge OUT.db SHARD.db...\n"
+    "\n"
+    "Adds the rows of each SHARD database (from 'apxsim sweep --shard K/N', or\n"
+    "any apxsim results database of the same schema version) to OUT, creating\n"
+    "it if needed. Each shard goes in one transaction; rows whose keys OUT\n"
+    "already has are skipped, so merging again adds nothing and a merged sweep\n"
+    "has exactly the rows of one run on one machine.\n"
+    "\n"
+    "Example:\n"
+    "  apxsim sweep configs/sweeps/quickstart.yaml --shard 1/2 -o /tmp/s1.db\n"
+    "  apxsim sweep configs/sweeps/quickstart.yaml --shard 2/2 -o /tmp/s2.db\n"
+    "  apxsim merge results/quickstart.db /tmp/s1.db /tmp/s2.db\n";
+
+static int cmd_merge(int argc, char **argv) {
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(merge_help, stdout);
+        return 0;
+    }
+    if (argc < 3) return cli_usage("merge", "%s", "expects OUT.db and at least one SHARD.db");
+    for (int i = 1; i < argc; i++)
+        if (argv[i][0] == '-') return cli_usage("merge", "unknown option '%s'", argv[i]);
+    apx_error err = {0};
+    store *out;
+    if (store_open(argv[1], &out, &err)) return cli_report("merge", &err);
+    int rc = APX_OK;
+    int64_t total = 0;
+    for (int i = 2; i < argc && rc == APX_OK; i++) {
+        int64_t added;
+        rc = store_merge(out, argv[i], &added, &err);
+        if (rc == APX_OK) {
+            printf("%s: %lld evaluations added\n", argv[i], (long long)added);
+            total += added;
+        }
+    }
+    int64_t rows = 0;
+    if (rc == APX_OK) rc = store_count_evals(out, &rows, &err);
+    store_close(out);
+    if (rc) return cli_report("merge", &err);
+    printf("%s: %lld evaluations added, %lld in all\n", argv[1], (long long)total,
+           (long long)rows);
     return 0;
 }
 
@@ -522,6 +583,7 @@ static const struct command {
     {"train", cmd_train, "train a BNN from a YAML recipe and write a .bnn model"},
     {"query", cmd_query, "print results from a database (presets, SQL; table, CSV, JSON)"},
     {"check", cmd_check, "validate a sweep config or training recipe and show the plan"},
+    {"merge", cmd_merge, "combine shard databases of a sweep into one"},
     {"record", cmd_record, "write the fault maps of a sweep's points and chips as .fmap files"},
     {"replay", cmd_replay, "evaluate a model with recorded .fmap fault maps"},
     {"bench", cmd_bench, "measure inference speed per kernel against the popcount limit"},

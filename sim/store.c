@@ -8,6 +8,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -994,6 +995,59 @@ static int print_rows(store *s, sqlite3_stmt *st, enum store_format fmt, FILE *o
         rc = apx_fail(err, APX_EWORK, "query: out of memory");
     else if (fmt == STORE_JSON) fputs(rows ? "\n]\n" : "[]\n", out);
     table_free(&t);
+    return rc;
+}
+
+int store_merge(store *s, const char *shard_path, int64_t *added, apx_error *err) {
+    *added = 0;
+    char a[PATH_MAX], b[PATH_MAX];
+    if (realpath(shard_path, a) && realpath(s->path, b) && strcmp(a, b) == 0)
+        return apx_fail(err, APX_EINPUT, "%s: cannot merge a database into itself", shard_path);
+    /* Identify the shard first (magic, application id, version), read-only. */
+    store *shard;
+    if (store_open_readonly(shard_path, &shard, err)) return err->code;
+    int version = store_schema_version(shard);
+    store_close(shard);
+    if (version != store_schema_version(s))
+        return apx_fail(err, APX_EINPUT,
+                        "%s has schema version %d, %s has %d: open both with the same apxsim "
+                        "(which migrates them) before merging",
+                        shard_path, version, s->path, store_schema_version(s));
+    pthread_mutex_lock(&s->lock);
+    int rc = APX_OK;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, "ATTACH DATABASE ? AS shard", -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_bind_text(st, 1, shard_path, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_DONE)
+        rc = db_fail(s, err, "attaching the shard");
+    sqlite3_finalize(st);
+    if (rc) {
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+    }
+    /* Parents first, so foreign keys hold at every step. The same schema
+     * version means the same columns in the same order. */
+    static const char *const copy[] = {
+        "INSERT OR IGNORE INTO main.runs SELECT * FROM shard.runs",
+        "INSERT OR IGNORE INTO main.operating_points SELECT * FROM shard.operating_points",
+        "INSERT OR IGNORE INTO main.op_knobs SELECT * FROM shard.op_knobs",
+        "INSERT OR IGNORE INTO main.evaluations SELECT * FROM shard.evaluations",
+    };
+    rc = exec_sql(s, "BEGIN IMMEDIATE", "starting the merge", err);
+    for (size_t i = 0; rc == APX_OK && i < sizeof copy / sizeof copy[0]; i++) {
+        rc = exec_sql(s, copy[i], "merging", err);
+        if (rc == APX_OK && i + 1 == sizeof copy / sizeof copy[0])
+            *added = sqlite3_changes(s->db);
+    }
+    if (rc == APX_OK) rc = exec_sql(s, "COMMIT", "committing the merge", err);
+    if (rc != APX_OK) {
+        rollback(s);
+        *added = 0;
+    }
+    apx_error ignored = {0};
+    exec_sql(s, "DETACH DATABASE shard", "detaching the shard", &ignored);
+    pthread_mutex_unlock(&s->lock);
+    if (rc) apx_wrap(err, "merging %s: ", shard_path);
     return rc;
 }
 

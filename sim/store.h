@@ -82,6 +82,14 @@ int store_has_eval(store *s, const char *eval_key, int *exists, apx_error *err);
 /* Number of rows in evaluations. */
 int store_count_evals(store *s, int64_t *n, apx_error *err);
 
+/* Adds the rows of another results database (a shard of the same sweep,
+ * or any apxsim database of the same schema version) to s, in one
+ * transaction: runs, operating points, knobs and evaluations whose keys s
+ * does not have yet. Idempotent: merging the same shard again adds nothing.
+ * A file that is not an apxsim database, or has another schema version, is
+ * refused and s is unchanged. *added receives the evaluations added. */
+int store_merge(store *s, const char *shard_path, int64_t *added, apx_error *err);
+
 /* Query output. */
 enum store_format { STORE_TABLE, STORE_CSV, STORE_JSON };
 

@@ -467,8 +467,12 @@ int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
         rc = apx_fail(err, APX_EWORK, "out of memory planning %zu jobs", total);
         goto out;
     }
+    uint32_t shards = p->shard_count ? p->shard_count : 1;
+    size_t index = 0, in_shard = 0;
     for (size_t i = 0; i < p->n_points; i++) {
-        for (uint32_t c = 0; c < p->chips; c++) {
+        for (uint32_t c = 0; c < p->chips; c++, index++) {
+            if (index % shards != p->shard_index) continue;
+            in_shard++;
             job *j = &P.jobs[P.n_jobs];
             make_keys(p, &w, i, c, j);
             int exists;
@@ -479,7 +483,7 @@ int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
                 P.n_jobs++;
         }
     }
-    stats->jobs_total = total;
+    stats->jobs_total = in_shard;
     store_run run = {p->name, p->config_path, config_text, APXSIM_VERSION, p->seed};
     if ((rc = store_run_begin(P.db, &run, &P.run_id, err))) goto out;
     stats->run_id = P.run_id;

@@ -32,6 +32,11 @@ typedef struct sweep_plan {
     uint32_t chips;
     uint32_t threads;           /* 0 = one per core */
     const char *output;         /* results database */
+    /* This process runs the jobs whose index in plan order (point-major,
+     * chip-minor) is shard_index modulo shard_count: --shard K/N sets
+     * shard_index = K - 1, shard_count = N; 0/1 (the default) runs all. Shard
+     * databases are combined with store_merge (`apxsim merge`). */
+    uint32_t shard_index, shard_count;
     /* workload */
     const char *workload_name;
     const char *model_path;

@@ -61,7 +61,8 @@ static const char *write_sweep(const char *name, const char *model, const char *
 
 static void test_sweep_is_deterministic_and_resumable(void) {
     make_workload();
-    const char *cfg = write_sweep("ok.yaml", model_path, data_dir, "");
+    char cfg[512]; /* test_path's slots are reused: keep a copy */
+    snprintf(cfg, sizeof cfg, "%s", write_sweep("ok.yaml", model_path, data_dir, ""));
     char db1[512], db2[512];
     snprintf(db1, sizeof db1, "%s", test_path("t1.db"));
     snprintf(db2, sizeof db2, "%s", test_path("t2.db"));
@@ -85,6 +86,27 @@ static void test_sweep_is_deterministic_and_resumable(void) {
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "0 jobs run, 9 already in the database"));
     CU_ASSERT_EQUAL(test_run(b, sizeof b, cmd, db1), 0);
     CU_ASSERT_STRING_EQUAL(a, b);
+    /* Two shards merged give the same rows as one run; merging is idempotent. */
+    char s1[512], s2[512], merged[512];
+    snprintf(s1, sizeof s1, "%s", test_path("shard1.db"));
+    snprintf(s2, sizeof s2, "%s", test_path("shard2.db"));
+    snprintf(merged, sizeof merged, "%s", test_path("merged.db"));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s --shard 1/2", cfg, s1), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "5 jobs run"));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s --shard 2/2 -q", cfg, s2), 0);
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " merge %s %s %s", merged, s1, s2), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "9 evaluations added, 9 in all"));
+    CU_ASSERT_EQUAL(test_run(b, sizeof b, cmd, merged), 0);
+    CU_ASSERT_STRING_EQUAL(a, b);
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " merge %s %s", merged, s2), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "0 evaluations added, 9 in all"));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " merge %s %s", merged, merged), 2);
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " merge %s %s", merged, cfg), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "not an apxsim results database"));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s --shard 3/2", cfg, s1), 2);
+    CU_ASSERT_EQUAL(test_run(b, sizeof b, cmd, merged), 0);
+    CU_ASSERT_STRING_EQUAL(a, b);
+
     /* The presets answer in every format. */
     CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " query %s --format json", db1), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"mean_accuracy\""));
