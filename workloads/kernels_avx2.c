@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "kernels_lut.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -100,18 +101,8 @@ static void bin_avx2(const kern_layer *L, const uint64_t *x, size_t xs, uint32_t
 /* ---- 8-bit layers ------------------------------------------------------------ */
 
 #define LUT_COLS 16 /* 16-bit lanes per ymm */
-#define LUT_BITS 6  /* inputs per group: tables of 2^LUT_BITS entries */
-#define LUT_G 8     /* groups per chunk; LUT_G * 2^LUT_BITS * 32 must stay <= 65536 */
-#define LUT_E (1u << LUT_BITS)
-#define LUT_WIDEN (65535u / (LUT_BITS * 255u) / LUT_G * LUT_G)
 
-static uint32_t lut_groups(uint32_t n) { /* groups of LUT_BITS inputs, an even count */
-    uint32_t g = (n + LUT_BITS - 1) / LUT_BITS;
-    return g + (g & 1);
-}
 
-/* groups in the chunk that starts at group gc */
-static uint32_t chunk_groups(uint32_t gc, uint32_t G) { return G - gc < LUT_G ? G - gc : LUT_G; }
 
 typedef struct lut_scratch {
     __m256i *tab, *acc16, *acc32;
@@ -139,25 +130,9 @@ static lut_scratch lut_scratch_at(void *p, uint32_t n, uint32_t rows) {
     return s;
 }
 
-static size_t u8_aux_avx2(uint32_t n, uint32_t rows) { return (size_t)lut_groups(n) * rows * 2; }
+static size_t u8_aux_avx2(uint32_t n, uint32_t rows) { return lut_aux_bytes(n, rows); }
 
-/* offsets (q * LUT_E + weight bits) * 32 at aux[(ch * rows + r) * LUT_G + q] */
-static void u8_prep_avx2(const kern_layer *L, void *aux) {
-    uint16_t *out = aux;
-    uint32_t G = lut_groups(L->n), words = L->words;
-    for (uint32_t r = 0; r < L->rows; r++) {
-        const uint64_t *w = L->rm + (size_t)r * words;
-        for (uint32_t g = 0; g < G; g++) {
-            /* bits j .. j + LUT_BITS - 1 of the row (0 past its words) */
-            uint32_t j = g * LUT_BITS, wi = j / 64, sh = j % 64;
-            uint64_t bits = wi < words ? w[wi] >> sh : 0;
-            if (sh > 64 - LUT_BITS && wi + 1 < words) bits |= w[wi + 1] << (64 - sh);
-            uint32_t v = (uint32_t)bits & (LUT_E - 1);
-            out[(size_t)(g - g % LUT_G) * L->rows + (size_t)r * chunk_groups(g - g % LUT_G, G) +
-                g % LUT_G] = (uint16_t)(((g % LUT_G) * LUT_E + v) * 32);
-        }
-    }
-}
+static void u8_prep_avx2(const kern_layer *L, void *aux) { lut_prep_offsets(L, aux, 32); }
 
 /* The 2^LUT_BITS entries of one group from its pixel vectors p_k: the subset
  * sums of the low half of the inputs stay in registers, those of the high
