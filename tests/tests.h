@@ -19,6 +19,7 @@ void add_npz_suite(void);
 void add_geometry_suite(void);
 void add_fmap_file_suite(void);
 void add_replay_suite(void);
+void add_resume_suite(void);
 
 /* Registers a suite with the given tests ({name, fn} pairs, NULL-terminated). */
 #define TEST_SUITE(suite_name, ...)                                          \
