@@ -26,5 +26,6 @@ int cmd_import(int argc, char **argv);  /* sim/cmd_import.c */
 int cmd_fmap(int argc, char **argv);    /* sim/cmd_fmap.c */
 int cmd_record(int argc, char **argv);  /* sim/cmd_record.c */
 int cmd_replay(int argc, char **argv);  /* sim/cmd_record.c */
+int cmd_plot(int argc, char **argv);    /* sim/cmd_plot.c */
 
 #endif

@@ -1089,6 +1089,65 @@ int store_print_query(store *s, const char *sql, enum store_format fmt, FILE *ou
     return rc;
 }
 
+/* --------------------------------------------------------- reading rows */
+
+/* Appends text to buf (of size bytes, NUL-terminated at *len); -1 if full. */
+static int append(char *buf, size_t size, size_t *len, const char *text, int quoted) {
+    size_t n = *len;
+    if (quoted && n + 1 < size) buf[n++] = '"';
+    for (; *text && n + 2 < size; text++) {
+        if (quoted && *text == '"') buf[n++] = '"'; /* "" inside a quoted identifier */
+        buf[n++] = *text;
+    }
+    if (*text || n + 2 >= size) return -1;
+    if (quoted) buf[n++] = '"';
+    buf[n] = '\0';
+    *len = n;
+    return 0;
+}
+
+int store_read_columns(store *s, const char *source, const char *const *columns, int ncol,
+                       store_row_fn row, void *ctx, apx_error *err) {
+    enum { MAX_COLUMNS = 64 };
+    if (!s || !source || !columns || ncol < 1 || ncol > MAX_COLUMNS || !row)
+        return apx_fail(err, APX_EINPUT, "store_read_columns: bad argument");
+    char sql[4096];
+    size_t len = 0;
+    int full = append(sql, sizeof sql, &len, "SELECT ", 0);
+    for (int i = 0; i < ncol && !full; i++)
+        full = (i && append(sql, sizeof sql, &len, ", ", 0)) ||
+               append(sql, sizeof sql, &len, columns[i], 1);
+    if (full || append(sql, sizeof sql, &len, " FROM ", 0) ||
+        append(sql, sizeof sql, &len, source, 1))
+        return apx_fail(err, APX_EINPUT, "reading %s: names too long", source);
+
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st = NULL;
+    int rc = APX_OK;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        rc = apx_fail(err, APX_EINPUT, "%s: reading %s: %s", s->path, source,
+                      sqlite3_errmsg(s->db));
+    } else {
+        const char *names[MAX_COLUMNS], *texts[MAX_COLUMNS];
+        double values[MAX_COLUMNS];
+        for (int i = 0; i < ncol; i++) names[i] = sqlite3_column_name(st, i);
+        int step = SQLITE_DONE;
+        while (rc == APX_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+            for (int i = 0; i < ncol; i++) {
+                int type = sqlite3_column_type(st, i);
+                values[i] = type == SQLITE_INTEGER || type == SQLITE_FLOAT
+                                ? sqlite3_column_double(st, i) : NAN;
+                texts[i] = (const char *)sqlite3_column_text(st, i);
+            }
+            rc = row(ctx, ncol, names, values, texts, err);
+        }
+        if (rc == APX_OK && step != SQLITE_DONE) rc = db_fail(s, err, "reading rows");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 /* --------------------------------------------------------------- presets */
 
 const char *store_preset_sql(const char *name) {

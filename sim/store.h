@@ -99,6 +99,17 @@ enum store_format { STORE_TABLE, STORE_CSV, STORE_JSON };
 int store_print_query(store *s, const char *sql, enum store_format fmt, FILE *out,
                       apx_error *err);
 
+/* Reads the named columns of a table or view (e.g. accuracy_by_point), row
+ * by row, in no particular order: row() gets each row's column names, its
+ * numeric values (NAN for NULL or text) and its text (NULL for NULL). A
+ * non-zero return from row() (an apx_error code, err filled) stops the
+ * reading and is returned. An unknown table or column is APX_EINPUT. row()
+ * runs under the handle's lock and must not call the store. */
+typedef int (*store_row_fn)(void *ctx, int ncol, const char *const *names,
+                            const double *values, const char *const *texts, apx_error *err);
+int store_read_columns(store *s, const char *source, const char *const *columns, int ncol,
+                       store_row_fn row, void *ctx, apx_error *err);
+
 /* Query presets, by name ("accuracy"); NULL if unknown. Their SQL text lives
  * in results/presets/NAME.sql and is compiled in. */
 const char *store_preset_sql(const char *name);

@@ -20,6 +20,7 @@ static const struct {
     {"store", add_store_suite},     {"kernels", add_kernels_suite},
     {"npz", add_npz_suite},         {"geometry", add_geometry_suite},
     {"fmap_file", add_fmap_file_suite}, {"replay", add_replay_suite},
+    {"plot", add_plot_suite},
     {"cli", add_cli_suite},         {"resume", add_resume_suite},
 };
 

@@ -19,6 +19,7 @@ void add_npz_suite(void);
 void add_geometry_suite(void);
 void add_fmap_file_suite(void);
 void add_replay_suite(void);
+void add_plot_suite(void);
 void add_resume_suite(void);
 
 /* Registers a suite with the given tests ({name, fn} pairs, NULL-terminated). */
@@ -45,7 +46,8 @@ const char *test_write_file(const char *name, const void *data, size_t len);
  * status and the output in out (cut to len). */
 int test_run(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* A whole file in a malloc'd, NUL-terminated buffer (NULL if absent). */
+/* A whole file in a malloc'd, NUL-terminated buffer (NULL if absent);
+ * *len (if len is non-NULL) receives its size. */
 char *test_slurp(const char *path, size_t *len);
 
 /* A small synthetic workload shared by the end-to-end tests: a random
