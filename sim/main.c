@@ -459,6 +459,14 @@ static int run_query(const char *db, const char *sql, enum store_format fmt) {
     apx_error err = {0};
     store *s;
     if (store_open_readonly(db, &s, &err)) return cli_report(NULL, &err);
+    if (store_schema_version(s) < STORE_SCHEMA_VERSION) {
+        /* An older database lacks the newer views the presets use: migrate it
+         * forward once (opening it for writing does), then query read-only. */
+        store_close(s);
+        if (store_open(db, &s, &err)) return cli_report(NULL, &err);
+        store_close(s);
+        if (store_open_readonly(db, &s, &err)) return cli_report(NULL, &err);
+    }
     int rc = store_print_query(s, sql, fmt, stdout, &err);
     store_close(s);
     return rc ? cli_report(NULL, &err) : 0;

@@ -28,9 +28,9 @@ extern const struct {
 
 /* migrations[k] takes a database from user_version k to k + 1. Each step runs
  * in its own BEGIN IMMEDIATE transaction together with the new user_version,
- * so a database is always at exactly one version. Adding schema version 2 is
- * one more entry here (and STORE_SCHEMA_VERSION = 2 in store.h); never edit
- * a step that has shipped, since databases in the field were made by it. */
+ * so a database is always at exactly one version. A new schema version is
+ * one more entry here (and STORE_SCHEMA_VERSION raised in store.h); never
+ * edit a step that has shipped, since databases in the field were made by it. */
 static const char *const migrations[] = {
     /* 0 -> 1: the first schema. */
     "CREATE TABLE runs (\n"
@@ -112,10 +112,41 @@ static const char *const migrations[] = {
     "       e.bits_changed AS bits_changed, e.seconds AS seconds,\n"
     "       e.created_at AS created_at\n"
     "FROM evaluations AS e JOIN operating_points AS o ON o.op_key = e.op_key;\n",
+    /* 1 -> 2: faults per layer (weight tensor) of each evaluation. Additive:
+     * evaluations stored by version 1 simply have no layer rows. */
+    "CREATE TABLE layer_faults (\n"
+    "    eval_key        TEXT NOT NULL REFERENCES evaluations (eval_key),\n"
+    "    layer           INTEGER NOT NULL CHECK (layer >= 0),\n"
+    "    bits_exposed    INTEGER NOT NULL CHECK (bits_exposed >= 0),\n"
+    "    faults_injected INTEGER NOT NULL CHECK (faults_injected >= 0),\n"
+    "    bits_changed    INTEGER NOT NULL CHECK (bits_changed >= 0),\n"
+    "    PRIMARY KEY (eval_key, layer)\n"
+    ") WITHOUT ROWID;\n"
+    /* Means over the chips of a point; the BER is each chip's
+     * faults_injected / bits_exposed, averaged (NULL for a layer with no
+     * exposed bits). Grouped by op_key, which label and sort_key describe. */
+    "CREATE VIEW faults_by_layer AS\n"
+    "SELECT e.campaign AS campaign, e.workload AS workload, o.device AS device,\n"
+    "       o.op_key AS op_key, o.label AS label, o.sort_key AS sort_key,\n"
+    "       l.layer AS layer,\n"
+    "       count(*) AS chips,\n"
+    "       avg(l.bits_exposed) AS mean_bits_exposed,\n"
+    "       avg(l.faults_injected) AS mean_faults_injected,\n"
+    "       avg(l.bits_changed) AS mean_bits_changed,\n"
+    "       avg(CAST(l.faults_injected AS REAL) / nullif(l.bits_exposed, 0)) AS mean_ber\n"
+    "FROM layer_faults AS l\n"
+    "JOIN evaluations AS e ON e.eval_key = l.eval_key\n"
+    "JOIN operating_points AS o ON o.op_key = e.op_key\n"
+    "GROUP BY e.campaign, e.workload, o.device, o.op_key, l.layer;\n",
 };
 
 _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SCHEMA_VERSION,
                "one migration step per schema version");
+
+const char *store_migration_sql(int from_version) {
+    return from_version >= 0 && from_version < STORE_SCHEMA_VERSION ? migrations[from_version]
+                                                                     : NULL;
+}
 
 /* ------------------------------------------------------------ statements */
 
@@ -131,6 +162,7 @@ enum stmt_id {
     ST_EVAL_INSERT,
     ST_EVAL_EXISTS,
     ST_EVAL_COUNT,
+    ST_LAYER_INSERT,
     ST_COUNT
 };
 
@@ -156,6 +188,8 @@ static const char *const stmt_sql[ST_COUNT] = {
         " ON CONFLICT (eval_key) DO NOTHING",
     [ST_EVAL_EXISTS] = "SELECT 1 FROM evaluations WHERE eval_key = ?",
     [ST_EVAL_COUNT] = "SELECT count(*) FROM evaluations",
+    [ST_LAYER_INSERT] = "INSERT INTO layer_faults (eval_key, layer, bits_exposed,"
+                        " faults_injected, bits_changed) VALUES (?, ?, ?, ?, ?)",
 };
 
 struct store {
@@ -499,6 +533,14 @@ static int check_eval(const store *s, const store_eval *e, apx_error *err) {
     if (!isfinite(e->seconds) || e->seconds < 0)
         return apx_fail(err, APX_EINPUT, "%s: evaluation %s: bad wall time %g", s->path, key,
                         e->seconds);
+    if (e->n_layers > 0 && !e->layers)
+        return apx_fail(err, APX_EINPUT, "%s: evaluation %s: %u layers but no layer counts",
+                        s->path, key, e->n_layers);
+    for (uint32_t l = 0; l < e->n_layers; l++)
+        if (e->layers[l].bits_exposed > INT64_MAX || e->layers[l].faults > INT64_MAX ||
+            e->layers[l].bits_changed > INT64_MAX)
+            return apx_fail(err, APX_EINPUT, "%s: evaluation %s: layer %u: a bit count exceeds 2^63",
+                            s->path, key, l);
     if (e->n_knobs < 0 || (e->n_knobs > 0 && (!e->knobs || !e->values)))
         return apx_fail(err, APX_EINPUT, "%s: evaluation %s: bad knob list", s->path, key);
     for (int i = 0; i < e->n_knobs; i++) {
@@ -615,6 +657,24 @@ static int put_eval_rows(store *s, const store_eval *e, int *inserted, apx_error
     done_stmt(st);
     if (rc) return rc;
     *inserted = sqlite3_changes(s->db) > 0;
+    if (!*inserted) return APX_OK; /* stored before, with its layers */
+
+    /* The layers, in the same transaction: a failure here rolls back the
+     * evaluation and its point too. */
+    for (uint32_t l = 0; l < e->n_layers; l++) {
+        if (!(st = get_stmt(s, ST_LAYER_INSERT, err))) return APX_EWORK;
+        sqlite3_bind_text(st, 1, e->eval_key, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, l);
+        sqlite3_bind_int64(st, 3, (int64_t)e->layers[l].bits_exposed);
+        sqlite3_bind_int64(st, 4, (int64_t)e->layers[l].faults);
+        sqlite3_bind_int64(st, 5, (int64_t)e->layers[l].bits_changed);
+        rc = sqlite3_step(st) == SQLITE_DONE ? APX_OK : db_fail(s, err, "storing layer faults");
+        done_stmt(st);
+        if (rc) {
+            *inserted = 0;
+            return apx_wrap(err, "layer %u: ", l);
+        }
+    }
     return APX_OK;
 }
 
@@ -1026,18 +1086,24 @@ int store_merge(store *s, const char *shard_path, int64_t *added, apx_error *err
         return rc;
     }
     /* Parents first, so foreign keys hold at every step. The same schema
-     * version means the same columns in the same order. */
+     * version means the same columns in the same order. The tables of later
+     * versions come after those of version 1 (copy[EVALS] counts the added
+     * evaluations). */
+    enum { EVALS = 3 };
     static const char *const copy[] = {
         "INSERT OR IGNORE INTO main.runs SELECT * FROM shard.runs",
         "INSERT OR IGNORE INTO main.operating_points SELECT * FROM shard.operating_points",
         "INSERT OR IGNORE INTO main.op_knobs SELECT * FROM shard.op_knobs",
-        "INSERT OR IGNORE INTO main.evaluations SELECT * FROM shard.evaluations",
+        [EVALS] = "INSERT OR IGNORE INTO main.evaluations SELECT * FROM shard.evaluations",
+        /* version 2 */
+        "INSERT OR IGNORE INTO main.layer_faults SELECT * FROM shard.layer_faults",
     };
+    _Static_assert(sizeof copy / sizeof copy[0] == 5 && STORE_SCHEMA_VERSION == 2,
+                   "store_merge copies every table of the schema");
     rc = exec_sql(s, "BEGIN IMMEDIATE", "starting the merge", err);
     for (size_t i = 0; rc == APX_OK && i < sizeof copy / sizeof copy[0]; i++) {
         rc = exec_sql(s, copy[i], "merging", err);
-        if (rc == APX_OK && i + 1 == sizeof copy / sizeof copy[0])
-            *added = sqlite3_changes(s->db);
+        if (rc == APX_OK && i == EVALS) *added = sqlite3_changes(s->db);
     }
     if (rc == APX_OK) rc = exec_sql(s, "COMMIT", "committing the merge", err);
     if (rc != APX_OK) {

@@ -15,7 +15,12 @@
  *   evaluations(eval_key, run_id, campaign, op_key, chip, workload, model_path,
  *        model_hash, dataset, n_samples, n_correct, accuracy, bits_exposed,
  *        faults_injected, bits_changed, seconds, created_at)
- * Views: accuracy_by_point (mean/std/min/max accuracy over chips per point). */
+ * Tables (version 2):
+ *   layer_faults(eval_key, layer, bits_exposed, faults_injected, bits_changed)
+ *                                                      per layer of an evaluation
+ * Views: accuracy_by_point (mean/std/min/max accuracy over chips per point),
+ *   evaluations_flat, faults_by_layer (mean faults, bits changed and BER over
+ *   chips per point and layer). */
 #ifndef APX_STORE_H
 #define APX_STORE_H
 
@@ -24,7 +29,7 @@
 
 #include "error.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 /* A handle may be shared by threads: calls on it are serialized. */
 typedef struct store store;
@@ -38,6 +43,10 @@ int store_open(const char *path, store **out, apx_error *err);
 int store_open_readonly(const char *path, store **out, apx_error *err);
 void store_close(store *s);
 int store_schema_version(store *s);
+/* The SQL of the migration step from from_version to from_version + 1 (0 is
+ * the first schema); NULL outside 0 .. STORE_SCHEMA_VERSION - 1. For tests
+ * that build an older database by hand. */
+const char *store_migration_sql(int from_version);
 
 typedef struct store_run {
     const char *campaign;      /* sweep name */
@@ -51,6 +60,13 @@ typedef struct store_run {
 int store_run_begin(store *s, const store_run *run, int64_t *run_id, apx_error *err);
 /* Sets ended_at and status ("done", "interrupted", "failed"). */
 int store_run_end(store *s, int64_t run_id, const char *status, apx_error *err);
+
+/* The faults in one layer's weight tensor. */
+typedef struct store_layer_faults {
+    uint64_t bits_exposed;     /* bits of the tensor in approximate memory */
+    uint64_t faults;           /* faults in its map */
+    uint64_t bits_changed;     /* stored bits whose value changed */
+} store_layer_faults;
 
 typedef struct store_eval {
     const char *eval_key;      /* deterministic: see sweep.c */
@@ -72,10 +88,15 @@ typedef struct store_eval {
     uint64_t faults_injected;  /* faults in the map */
     uint64_t bits_changed;     /* stored bits whose value changed */
     double seconds;            /* wall time of the job */
+    /* Optional: per layer l = 0 .. n_layers - 1 (layers may be NULL when
+     * n_layers is 0), stored as layer_faults rows. */
+    const store_layer_faults *layers;
+    uint32_t n_layers;
 } store_eval;
 
-/* Stores one evaluation (and its operating point, if new) in one transaction.
- * *inserted is 0 when the key was already there (nothing changed). */
+/* Stores one evaluation (its operating point, if new, and its layer rows) in
+ * one transaction: all of it or nothing. *inserted is 0 when the key was
+ * already there (nothing changed). */
 int store_put_eval(store *s, const store_eval *e, int *inserted, apx_error *err);
 /* Whether an evaluation with this key exists. */
 int store_has_eval(store *s, const char *eval_key, int *exists, apx_error *err);
@@ -84,8 +105,8 @@ int store_count_evals(store *s, int64_t *n, apx_error *err);
 
 /* Adds the rows of another results database (a shard of the same sweep,
  * or any apxsim database of the same schema version) to s, in one
- * transaction: runs, operating points, knobs and evaluations whose keys s
- * does not have yet. Idempotent: merging the same shard again adds nothing.
+ * transaction: runs, operating points, knobs, evaluations and layer faults
+ * whose keys s does not have yet. Idempotent: merging the same shard again adds nothing.
  * A file that is not an apxsim database, or has another schema version, is
  * refused and s is unchanged. *added receives the evaluations added. */
 int store_merge(store *s, const char *shard_path, int64_t *added, apx_error *err);

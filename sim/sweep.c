@@ -282,6 +282,9 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
                         "of %llu bytes",
                         (unsigned long long)image_bytes, (unsigned long long)base_addr,
                         (unsigned long long)memory);
+    if (m->n_layers > BNN_MAX_LAYERS)
+        return apx_fail(err, APX_EINPUT, "the model has %u layers, more than %d",
+                        m->n_layers, BNN_MAX_LAYERS);
     memcpy(scratch, m->image, m->image_words * sizeof *scratch);
     if (prepare_device(dev, w, geo, base_addr, err)) return err->code;
     if (dev) {
@@ -298,10 +301,13 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
                 return apx_wrap(err, "layer %u: ", l);
             }
             fmap_layout where = {scratch + L->offset, L->out, L->in, L->words};
+            uint64_t changed = fmap_apply(&fm, &where);
+            res->layers[l] = (store_layer_faults){bits, fm.n, changed};
             res->bits_exposed += bits;
             res->faults += fm.n;
-            res->bits_changed += fmap_apply(&fm, &where);
+            res->bits_changed += changed;
         }
+        res->n_layers = m->n_layers;
         fmap_free(&fm);
     }
     uint32_t n = w->data.n;
@@ -377,6 +383,8 @@ static int store_job(pool *P, const job *j, const job_result *r, apx_error *err)
         .faults_injected = r->faults,
         .bits_changed = r->bits_changed,
         .seconds = r->seconds,
+        .layers = r->layers,
+        .n_layers = r->n_layers,
     };
     int inserted;
     return store_put_eval(P->db, &e, &inserted, err);

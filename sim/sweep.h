@@ -20,6 +20,7 @@
 #include "../workloads/dataset.h"
 #include "config.h"
 #include "error.h"
+#include "store.h"
 
 #define SWEEP_MAX_POINTS 100000u
 #define SWEEP_MAX_CHIPS 100000u
@@ -85,6 +86,10 @@ typedef struct job_result {
     uint32_t n_samples, n_correct;
     uint64_t bits_exposed, faults, bits_changed;
     double seconds;
+    /* The same counts per layer (their sums are the totals above); n_layers
+     * is 0 without a device. */
+    uint32_t n_layers;
+    store_layer_faults layers[BNN_MAX_LAYERS];
 } job_result;
 
 /* Runs one job: faults from dev at op for (seed, chip) applied to a copy of

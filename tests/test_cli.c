@@ -107,6 +107,20 @@ static void test_sweep_is_deterministic_and_resumable(void) {
     CU_ASSERT_EQUAL(test_run(b, sizeof b, cmd, merged), 0);
     CU_ASSERT_STRING_EQUAL(a, b);
 
+    /* The per-layer fault rows add up to each evaluation's totals. */
+    CU_ASSERT_EQUAL(test_run(out, sizeof out,
+                             APXSIM " query %s --sql 'SELECT count(*) FROM evaluations e WHERE "
+                             "faults_injected != (SELECT sum(faults_injected) FROM layer_faults l "
+                             "WHERE l.eval_key = e.eval_key) OR bits_changed != (SELECT "
+                             "sum(bits_changed) FROM layer_faults l WHERE l.eval_key = e.eval_key) "
+                             "OR 2 != (SELECT count(*) FROM layer_faults l WHERE l.eval_key = "
+                             "e.eval_key)' --format csv",
+                             db1),
+                    0);
+    CU_ASSERT_STRING_EQUAL(out, "count(*)\r\n0\r\n");
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " query %s --preset faults --format csv", db1), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "ber=0.2"));
+
     /* The presets answer in every format. */
     CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " query %s --format json", db1), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"mean_accuracy\""));

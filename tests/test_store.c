@@ -127,8 +127,8 @@ static int put(store *s, const store_eval *e, int *inserted, apx_error *err) {
 static void test_fresh_database(void) {
     const char *path = fresh_path("fresh.db");
     store *s = open_ok(path);
-    CU_ASSERT_EQUAL(store_schema_version(s), 1);
-    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n1\r\n"));
+    CU_ASSERT_EQUAL(store_schema_version(s), 2);
+    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n2\r\n"));
     CU_ASSERT(query_equals(s, "PRAGMA journal_mode", "journal_mode\r\nwal\r\n"));
     CU_ASSERT(query_equals(s, "PRAGMA application_id", "application_id\r\n1095784531\r\n"));
     CU_ASSERT(query_equals(s, "PRAGMA foreign_keys", "foreign_keys\r\n1\r\n"));
@@ -138,7 +138,7 @@ static void test_fresh_database(void) {
                            "SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_master"
                            " WHERE type IN ('table', 'view') ORDER BY name)",
                            "\"group_concat(name, ' ')\"\r\naccuracy_by_point evaluations "
-                           "evaluations_flat op_knobs operating_points runs\r\n"));
+                           "evaluations_flat faults_by_layer layer_faults op_knobs operating_points runs\r\n"));
     int64_t n = -1;
     apx_error err = {0};
     CU_ASSERT(store_count_evals(s, &n, &err) == APX_OK && n == 0);
@@ -159,7 +159,7 @@ static void test_reopen_is_idempotent(void) {
 
     for (int round = 0; round < 2; round++) {
         s = open_ok(path);
-        CU_ASSERT_EQUAL(store_schema_version(s), 1);
+        CU_ASSERT_EQUAL(store_schema_version(s), 2);
         char *schema2 = query(s, schema_sql, STORE_CSV, &err);
         CU_ASSERT(schema2 && strcmp(schema1, schema2) == 0);
         free(schema2);
@@ -168,7 +168,7 @@ static void test_reopen_is_idempotent(void) {
         store_close(s);
     }
     CU_ASSERT(store_open_readonly(path, &s, &err) == APX_OK);
-    CU_ASSERT_EQUAL(store_schema_version(s), 1);
+    CU_ASSERT_EQUAL(store_schema_version(s), 2);
     int64_t n = 0;
     CU_ASSERT(store_count_evals(s, &n, &err) == APX_OK && n == 1);
     store_close(s);
@@ -491,8 +491,8 @@ static void test_foreign_sqlite_refused(void) {
 static void test_newer_version_refused(void) {
     const char *path = fresh_path("newer.db");
     store_close(open_ok(path));
-    make_sqlite_file(path, "PRAGMA user_version = 2;");
-    assert_refused(path, "was written by a newer apxsim (schema 2, this build knows 1)");
+    make_sqlite_file(path, "PRAGMA user_version = 3;");
+    assert_refused(path, "was written by a newer apxsim (schema 3, this build knows 2)");
 }
 
 static void test_garbage_refused(void) {
@@ -557,7 +557,7 @@ static void test_readonly_refuses_writes(void) {
     e.eval_key = "k2";
     CU_ASSERT_NOT_EQUAL(put(s, &e, &inserted, &err), APX_OK);
     CU_ASSERT(query_equals(s, "SELECT count(*) AS n FROM evaluations", "n\r\n1\r\n"));
-    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n1\r\n"));
+    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n2\r\n"));
     CU_ASSERT(query_equals(s, "SELECT label FROM operating_points", "label\r\nber\r\n"));
     store_close(s);
 }
@@ -682,9 +682,10 @@ static void test_presets(void) {
     int found = 0;
     for (size_t i = 0; store_preset_names[i]; i++) {
         CU_ASSERT_PTR_NOT_NULL(store_preset_sql(store_preset_names[i]));
-        if (strcmp(store_preset_names[i], "accuracy") == 0) found = 1;
+        if (strcmp(store_preset_names[i], "accuracy") == 0) found |= 1;
+        if (strcmp(store_preset_names[i], "faults") == 0) found |= 2;
     }
-    CU_ASSERT(found);
+    CU_ASSERT_EQUAL(found, 3);
     /* Compiled in verbatim. */
     char *text = read_all(APXSIM_SOURCE_ROOT "/results/presets/accuracy.sql", NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
@@ -699,6 +700,261 @@ static void test_presets(void) {
         free(out);
     }
     store_close(s);
+}
+
+/* ------------------------------------------------- schema 2: layer faults */
+
+/* A version 1 database as version 1 of apxsim left it: made here with the
+ * version 1 migration text, one run, one point and one evaluation. */
+static void make_v1_database(const char *path) {
+    const char *v1 = store_migration_sql(0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v1);
+    CU_ASSERT_PTR_NULL(store_migration_sql(STORE_SCHEMA_VERSION));
+    CU_ASSERT_PTR_NULL(store_migration_sql(-1));
+    sqlite3 *db = NULL;
+    CU_ASSERT_FATAL(sqlite3_open(path, &db) == SQLITE_OK);
+    CU_ASSERT_FATAL(sqlite3_exec(db, "PRAGMA application_id = 1095784531", NULL, NULL, NULL) ==
+                    SQLITE_OK);
+    CU_ASSERT_FATAL(sqlite3_exec(db, v1, NULL, NULL, NULL) == SQLITE_OK);
+    CU_ASSERT_FATAL(
+        sqlite3_exec(db,
+                     "PRAGMA user_version = 1;"
+                     "INSERT INTO runs (run_id, campaign, config_text, tool_version, seed, host,"
+                     " started_at, status) VALUES (7, 'old', 'x', '0.1', 1, 'h',"
+                     " '2024-01-01T00:00:00Z', 'done');"
+                     "INSERT INTO operating_points VALUES ('p', 'uniform', 'ber=0.01', 0.01);"
+                     "INSERT INTO op_knobs VALUES ('p', 'ber', 0.01);"
+                     "INSERT INTO evaluations VALUES ('e1', 7, 'old', 'p', 0, 'mlp', 'm.bnn',"
+                     " 'abc', 'fmnist/test', 10, 7, 0.7, 1000, 12, 6, 0.5,"
+                     " '2024-01-01T00:00:01Z');",
+                     NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static void test_migrate_v1(void) {
+    const char *path = fresh_path("v1.db");
+    make_v1_database(path);
+    const char *row_sql = "SELECT group_concat(eval_key || ',' || run_id || ',' || op_key || ','"
+                          " || n_correct || ',' || faults_injected || ',' || bits_changed || ','"
+                          " || created_at, ';') AS r FROM evaluations";
+    const char *row = "r\r\n\"e1,7,p,7,12,6,2024-01-01T00:00:01Z\"\r\n";
+
+    /* Read-only: readable as it is, and not migrated. */
+    store *s = NULL;
+    apx_error err = {0};
+    CU_ASSERT_FATAL(store_open_readonly(path, &s, &err) == APX_OK);
+    CU_ASSERT_EQUAL(store_schema_version(s), 1);
+    CU_ASSERT(query_equals(s, row_sql, row));
+    store_close(s);
+    CU_ASSERT_FATAL(store_open_readonly(path, &s, &err) == APX_OK);
+    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n1\r\n"));
+    store_close(s);
+
+    /* Open for writing: migrated to 2, rows kept, the new table and view
+     * there, and a layer row can be added to the old evaluation's key. */
+    s = open_ok(path);
+    CU_ASSERT_EQUAL(store_schema_version(s), 2);
+    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n2\r\n"));
+    CU_ASSERT(query_equals(s, row_sql, row));
+    CU_ASSERT_EQUAL(count_rows(s, "runs"), 1);
+    CU_ASSERT_EQUAL(count_rows(s, "op_knobs"), 1);
+    CU_ASSERT_EQUAL(count_rows(s, "layer_faults"), 0);
+    CU_ASSERT_EQUAL(count_rows(s, "faults_by_layer"), 0);
+    CU_ASSERT_EQUAL(count_rows(s, "accuracy_by_point"), 1);
+    double ber = 0.01;
+    store_eval e = ber_eval("e2", 7, "p", &ber, 1, 8);
+    e.op_label = "ber=0.01";
+    store_layer_faults lf[] = {{600, 7, 3}, {400, 5, 2}};
+    e.layers = lf;
+    e.n_layers = 2;
+    int inserted = 0;
+    CU_ASSERT(put(s, &e, &inserted, &err) == APX_OK && inserted == 1);
+    CU_ASSERT_EQUAL(count_rows(s, "layer_faults"), 2);
+    store_close(s);
+
+    /* The same schema text as a database created at version 2. */
+    const char *schema_sql = "SELECT group_concat(type || name || sql, ';') FROM"
+                             " (SELECT * FROM sqlite_master ORDER BY name)";
+    s = open_ok(path);
+    char *migrated = query(s, schema_sql, STORE_CSV, &err);
+    store_close(s);
+    s = open_ok(fresh_path("v2.db"));
+    char *fresh = query(s, schema_sql, STORE_CSV, &err);
+    store_close(s);
+    CU_ASSERT(migrated && fresh && strcmp(migrated, fresh) == 0);
+    free(migrated);
+    free(fresh);
+}
+
+/* An evaluation with n layers at a point; layer l gets counts from lf. */
+static store_eval layer_eval(const char *key, int64_t run, const char *op_key,
+                             const double *value, uint32_t chip, const store_layer_faults *lf,
+                             uint32_t n) {
+    store_eval e = ber_eval(key, run, op_key, value, chip, 5);
+    e.layers = lf;
+    e.n_layers = n;
+    return e;
+}
+
+static void test_layer_faults(void) {
+    const char *path = fresh_path("layers.db");
+    store *s = open_ok(path);
+    apx_error err = {0};
+    int64_t run = begin_run(s);
+    double ber = 0.01, other = 0.02;
+    store_layer_faults lf[] = {{800, 9, 4}, {160, 2, 1}, {40, 0, 0}};
+    store_eval e = layer_eval("a", run, "p1", &ber, 0, lf, 3);
+    int inserted = 0;
+    CU_ASSERT_FATAL(put(s, &e, &inserted, &err) == APX_OK && inserted == 1);
+    const char *rows_sql = "SELECT group_concat(eval_key || ':' || layer || ':' || bits_exposed"
+                           " || ':' || faults_injected || ':' || bits_changed, ' ') AS r FROM"
+                           " (SELECT * FROM layer_faults ORDER BY eval_key, layer)";
+    const char *rows = "r\r\na:0:800:9:4 a:1:160:2:1 a:2:40:0:0\r\n";
+    CU_ASSERT(query_equals(s, rows_sql, rows));
+
+    /* The same key again: nothing changes, layers included. */
+    store_layer_faults changed[] = {{1, 1, 1}};
+    e = layer_eval("a", run, "p1", &ber, 0, changed, 1);
+    CU_ASSERT(put(s, &e, &inserted, &err) == APX_OK && inserted == 0);
+    CU_ASSERT(query_equals(s, rows_sql, rows));
+
+    /* No layers: an evaluation without layer rows. */
+    e = layer_eval("none", run, "p1", &ber, 1, NULL, 0);
+    CU_ASSERT(put(s, &e, &inserted, &err) == APX_OK && inserted == 1);
+    CU_ASSERT_EQUAL(count_rows(s, "layer_faults"), 3);
+
+    /* Refused up front: layers missing, a count past 2^63. */
+    e = layer_eval("b", run, "p2", &other, 0, NULL, 2);
+    CU_ASSERT_EQUAL(put(s, &e, &inserted, &err), APX_EINPUT);
+    store_layer_faults huge[] = {{10, 1, 1}, {10, UINT64_MAX, 1}};
+    e = layer_eval("b", run, "p2", &other, 0, huge, 2);
+    CU_ASSERT_EQUAL(put(s, &e, &inserted, &err), APX_EINPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "layer 1"));
+    store_close(s);
+
+    /* A layer insert that fails inside the transaction (another program's
+     * trigger refuses layer 2): the new point, its knob, the evaluation and
+     * layers 0 and 1 all go again. */
+    make_sqlite_file(path, "CREATE TRIGGER no_layer_2 BEFORE INSERT ON layer_faults"
+                           " WHEN NEW.layer = 2 BEGIN SELECT RAISE(ABORT, 'layer 2 refused'); END;");
+    s = open_ok(path);
+    e = layer_eval("b", run, "p2", &other, 0, lf, 3);
+    inserted = -1;
+    CU_ASSERT_NOT_EQUAL(put(s, &e, &inserted, &err), APX_OK);
+    CU_ASSERT_EQUAL(inserted, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "layer 2 refused"));
+    CU_ASSERT_EQUAL(count_rows(s, "evaluations"), 2);
+    CU_ASSERT_EQUAL(count_rows(s, "operating_points"), 1);
+    CU_ASSERT_EQUAL(count_rows(s, "op_knobs"), 1);
+    CU_ASSERT(query_equals(s, rows_sql, rows));
+    /* Two layers pass the trigger, and no transaction was left open. */
+    e = layer_eval("b", run, "p2", &other, 0, lf, 2);
+    CU_ASSERT(put(s, &e, &inserted, &err) == APX_OK && inserted == 1);
+    CU_ASSERT_EQUAL(count_rows(s, "layer_faults"), 5);
+    store_close(s);
+}
+
+static void test_faults_by_layer(void) {
+    store *s = open_ok(fresh_path("faults-view.db"));
+    apx_error err = {0};
+    int64_t run = begin_run(s);
+    /* A "vdd" knob: the higher point (1.2) is the milder one, although its
+     * sort_key is larger. */
+    static const char *const vdd[] = {"vdd"};
+    static const double mild = 1.2, harsh = 1.0;
+    store_layer_faults m0[] = {{100, 2, 1}, {50, 1, 1}};
+    store_layer_faults m1[] = {{100, 4, 3}, {200, 0, 0}};
+    store_layer_faults h0[] = {{100, 30, 15}, {50, 20, 9}};
+    store_layer_faults x0[] = {{100, 99, 99}};
+    store_eval evals[] = {
+        layer_eval("m0", run, "mild", &mild, 0, m0, 2),
+        layer_eval("m1", run, "mild", &mild, 1, m1, 2),
+        layer_eval("h0", run, "harsh", &harsh, 0, h0, 2),
+        layer_eval("x0", run, "mild", &mild, 0, x0, 1), /* another campaign */
+    };
+    evals[3].campaign = "other";
+    for (size_t i = 0; i < sizeof evals / sizeof evals[0]; i++) {
+        evals[i].knobs = vdd;
+        evals[i].op_label = evals[i].values == &mild ? "vdd=1.2" : "vdd=1.0";
+        CU_ASSERT(put(s, &evals[i], NULL, &err) == APX_OK);
+    }
+    /* Means over the two chips of campaign "test" at the mild point; the
+     * BER is the mean of each chip's faults / bits: layer 1 has
+     * (1/50 + 0/200) / 2 = 0.01 (not 1/250). */
+    CU_ASSERT(query_equals(s,
+                           "SELECT group_concat(layer || ':' || chips || ':' || mean_bits_exposed"
+                           " || ':' || mean_faults_injected || ':' || mean_bits_changed || ':'"
+                           " || round(mean_ber, 12) || ':' || label, ' ') AS r FROM"
+                           " (SELECT * FROM faults_by_layer WHERE campaign = 'test'"
+                           " AND op_key = 'mild' ORDER BY layer)",
+                           "r\r\n0:2:100.0:3.0:2.0:0.03:vdd=1.2 1:2:125.0:0.5:0.5:0.01:vdd=1.2\r\n"));
+    CU_ASSERT(query_equals(s,
+                           "SELECT group_concat(campaign || ':' || op_key || ':' || layer || ':'"
+                           " || chips || ':' || mean_faults_injected, ' ') AS r FROM"
+                           " (SELECT * FROM faults_by_layer ORDER BY campaign, sort_key, layer)",
+                           "r\r\nother:mild:0:1:99.0 test:harsh:0:1:30.0 test:harsh:1:1:20.0"
+                           " test:mild:0:2:3.0 test:mild:1:2:0.5\r\n"));
+    /* The preset: mildest point first (by BER, not by sort_key). */
+    char *out = query(s, store_preset_sql("faults"), STORE_CSV, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    const char *first_mild = strstr(out, "test,mlp,uniform,vdd=1.2,0,");
+    const char *first_harsh = strstr(out, "test,mlp,uniform,vdd=1.0,0,");
+    if (!first_mild || !first_harsh || first_mild > first_harsh) fprintf(stderr, "\n%s\n", out);
+    CU_ASSERT(first_mild && first_harsh && first_mild < first_harsh);
+    CU_ASSERT(strncmp(out, "campaign,workload,device,operating_point,layer,chips,", 53) == 0);
+    CU_ASSERT(strstr(out, "\r\nother,mlp,uniform,vdd=1.2,0,1,100.0,99.0,99.0,0.99\r\n") == out + strcspn(out, "\r"));
+    free(out);
+    store_close(s);
+}
+
+/* The rows of a table in a fixed order, as CSV (caller frees). */
+static char *dump(store *s, const char *sql) {
+    apx_error err = {0};
+    return query(s, sql, STORE_CSV, &err);
+}
+
+static void test_merge_layer_faults(void) {
+    const char *pa = fresh_path("merge-a.db");
+    char pb[600];
+    snprintf(pb, sizeof pb, "%s", fresh_path("merge-b.db"));
+    const char *pm = fresh_path("merge-all.db");
+    apx_error err = {0};
+    double ber = 0.01;
+    store_layer_faults l2[] = {{100, 3, 2}, {50, 1, 0}};
+    store_layer_faults l3[] = {{100, 5, 4}, {50, 2, 2}, {10, 1, 1}};
+    store *a = open_ok(pa), *b = open_ok(pb), *all = open_ok(pm);
+    int64_t ra = begin_run(a), rb = begin_run(b), rall = begin_run(all);
+    store_eval ea = layer_eval("a0", ra, "p", &ber, 0, l2, 2);
+    store_eval eb = layer_eval("b1", rb, "p", &ber, 1, l3, 3);
+    CU_ASSERT(put(a, &ea, NULL, &err) == APX_OK);
+    CU_ASSERT(put(b, &eb, NULL, &err) == APX_OK);
+    ea.run_id = eb.run_id = rall;
+    CU_ASSERT(put(all, &ea, NULL, &err) == APX_OK);
+    CU_ASSERT(put(all, &eb, NULL, &err) == APX_OK);
+    store_close(b);
+
+    int64_t added = -1;
+    CU_ASSERT(store_merge(a, pb, &added, &err) == APX_OK);
+    CU_ASSERT_EQUAL(added, 1);
+    CU_ASSERT_EQUAL(count_rows(a, "layer_faults"), 5);
+    const char *layers = "SELECT * FROM layer_faults ORDER BY eval_key, layer";
+    const char *view = "SELECT layer, chips, mean_faults_injected, mean_bits_changed, mean_ber"
+                       " FROM faults_by_layer ORDER BY layer";
+    char *got = dump(a, layers), *want = dump(all, layers);
+    CU_ASSERT(got && want && strcmp(got, want) == 0);
+    free(got);
+    free(want);
+    got = dump(a, view);
+    want = dump(all, view);
+    CU_ASSERT(got && want && strcmp(got, want) == 0);
+    free(got);
+    free(want);
+    /* Again: nothing added. */
+    CU_ASSERT(store_merge(a, pb, &added, &err) == APX_OK);
+    CU_ASSERT_EQUAL(added, 0);
+    CU_ASSERT_EQUAL(count_rows(a, "layer_faults"), 5);
+    store_close(a);
+    store_close(all);
 }
 
 /* Writers in threads: two share one handle, one has its own connection to
@@ -744,7 +1000,7 @@ static void test_concurrent_writers(void) {
 
 void add_store_suite(void) {
     TEST_SUITE("store",
-               {"fresh database: version 1, WAL, pragmas, tables", test_fresh_database},
+               {"fresh database: version 2, WAL, pragmas, tables", test_fresh_database},
                {"reopen is idempotent", test_reopen_is_idempotent},
                {"run begin and end", test_runs},
                {"put_eval stores a key once", test_put_eval_once},
@@ -758,5 +1014,9 @@ void add_store_suite(void) {
                {"table, CSV and JSON output", test_output_formats},
                {"one statement per query", test_one_statement_only},
                {"presets are compiled in", test_presets},
-               {"concurrent writers", test_concurrent_writers});
+               {"concurrent writers", test_concurrent_writers},
+               {"a version 1 database migrates to 2 and keeps its rows", test_migrate_v1},
+               {"layer rows land with their evaluation, or nothing does", test_layer_faults},
+               {"faults_by_layer and the faults preset", test_faults_by_layer},
+               {"merge copies layer faults", test_merge_layer_faults});
 }
