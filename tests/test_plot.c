@@ -15,17 +15,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static const char *fresh_db(const char *name) {
-    const char *p = test_path(name);
-    char side[600];
-    remove(p);
-    snprintf(side, sizeof side, "%s-wal", p);
-    remove(side);
-    snprintf(side, sizeof side, "%s-shm", p);
-    remove(side);
-    return p;
-}
-
 static const char *const ber_knob[] = {"ber"};
 
 /* Stores one evaluation of workload at ber: n_correct of 1000 correct. */
@@ -50,7 +39,7 @@ static void put_ber(store *s, int64_t run, const char *workload, const double *b
 static store *new_db(const char *name, int64_t *run) {
     store *s = NULL;
     apx_error err = {0};
-    CU_ASSERT_FATAL(store_open(fresh_db(name), &s, &err) == APX_OK);
+    CU_ASSERT_FATAL(store_open(test_db_path(name), &s, &err) == APX_OK);
     store_run r = {.campaign = "plots", .config_text = "name: plots\n", .tool_version = "test",
                    .seed = 1};
     CU_ASSERT_FATAL(store_run_begin(s, &r, run, &err) == APX_OK);

@@ -14,18 +14,6 @@
 #include "sim/store.h"
 #include "tests.h"
 
-/* A path for a new database, with any leftovers of an earlier run removed. */
-static const char *fresh_path(const char *name) {
-    const char *p = test_path(name);
-    char side[600];
-    remove(p);
-    snprintf(side, sizeof side, "%s-wal", p);
-    remove(side);
-    snprintf(side, sizeof side, "%s-shm", p);
-    remove(side);
-    return p;
-}
-
 static int file_exists(const char *path) {
     return access(path, F_OK) == 0;
 }
@@ -125,7 +113,7 @@ static int put(store *s, const store_eval *e, int *inserted, apx_error *err) {
 /* ------------------------------------------------------------------ tests */
 
 static void test_fresh_database(void) {
-    const char *path = fresh_path("fresh.db");
+    const char *path = test_db_path("fresh.db");
     store *s = open_ok(path);
     CU_ASSERT_EQUAL(store_schema_version(s), 2);
     CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n2\r\n"));
@@ -146,7 +134,7 @@ static void test_fresh_database(void) {
 }
 
 static void test_reopen_is_idempotent(void) {
-    const char *path = fresh_path("reopen.db");
+    const char *path = test_db_path("reopen.db");
     store *s = open_ok(path);
     const char *schema_sql = "SELECT group_concat(sql, ';') FROM sqlite_master";
     apx_error err = {0};
@@ -176,7 +164,7 @@ static void test_reopen_is_idempotent(void) {
 }
 
 static void test_runs(void) {
-    store *s = open_ok(fresh_path("runs.db"));
+    store *s = open_ok(test_db_path("runs.db"));
     apx_error err = {0};
     store_run run = {.campaign = "volt", .config_path = NULL, .config_text = "a: 1\n",
                      .tool_version = "9.9", .seed = UINT64_MAX};
@@ -224,7 +212,7 @@ static void test_runs(void) {
 }
 
 static void test_put_eval_once(void) {
-    store *s = open_ok(fresh_path("put.db"));
+    store *s = open_ok(test_db_path("put.db"));
     apx_error err = {0};
     int64_t run = begin_run(s);
     store_eval e = {.eval_key = "e1", .run_id = run, .campaign = "test", .op_key = "dram-1",
@@ -268,7 +256,7 @@ static void test_put_eval_once(void) {
 }
 
 static void test_shared_operating_point(void) {
-    store *s = open_ok(fresh_path("shared.db"));
+    store *s = open_ok(test_db_path("shared.db"));
     apx_error err = {0};
     int64_t run = begin_run(s);
     double ber = 1e-4;
@@ -289,7 +277,7 @@ static void test_shared_operating_point(void) {
 }
 
 static void test_accuracy_by_point(void) {
-    const char *path = fresh_path("accuracy.db");
+    const char *path = test_db_path("accuracy.db");
     store *s = open_ok(path);
     apx_error err = {0};
     int64_t run = begin_run(s);
@@ -375,7 +363,7 @@ static void test_accuracy_by_point(void) {
 }
 
 static void test_failed_put_changes_nothing(void) {
-    store *s = open_ok(fresh_path("rollback.db"));
+    store *s = open_ok(test_db_path("rollback.db"));
     apx_error err = {0};
     int64_t run = begin_run(s);
     double ber = 0.5, other = 0.25, nan_value = NAN;
@@ -473,23 +461,23 @@ static void assert_refused(const char *path, const char *expected) {
 }
 
 static void test_foreign_sqlite_refused(void) {
-    const char *path = fresh_path("foreign.db");
+    const char *path = test_db_path("foreign.db");
     make_sqlite_file(path, "CREATE TABLE t (x); INSERT INTO t VALUES (1);");
     assert_refused(path, "is not an apxsim results database");
 
     /* Another program's versioned schema, even at our version number. */
-    path = fresh_path("foreign-versioned.db");
+    path = test_db_path("foreign-versioned.db");
     make_sqlite_file(path, "CREATE TABLE runs (x); PRAGMA user_version = 1;");
     assert_refused(path, "is not an apxsim results database");
 
     /* Someone else's application_id on an otherwise empty file. */
-    path = fresh_path("foreign-appid.db");
+    path = test_db_path("foreign-appid.db");
     make_sqlite_file(path, "PRAGMA application_id = 42; CREATE TABLE t (x); DROP TABLE t;");
     assert_refused(path, "is not an apxsim results database");
 }
 
 static void test_newer_version_refused(void) {
-    const char *path = fresh_path("newer.db");
+    const char *path = test_db_path("newer.db");
     store_close(open_ok(path));
     make_sqlite_file(path, "PRAGMA user_version = 3;");
     assert_refused(path, "was written by a newer apxsim (schema 3, this build knows 2)");
@@ -519,7 +507,7 @@ static void test_garbage_refused(void) {
 
     /* Missing files: not created by a read-only open, and a clear message
      * for a directory that does not exist. */
-    path = fresh_path("missing.db");
+    path = test_db_path("missing.db");
     CU_ASSERT_EQUAL(store_open_readonly(path, &s, &err), APX_EINPUT);
     CU_ASSERT_FALSE(file_exists(path));
     path = test_path("no/such/dir/x.db");
@@ -529,7 +517,7 @@ static void test_garbage_refused(void) {
 }
 
 static void test_readonly_refuses_writes(void) {
-    const char *path = fresh_path("readonly.db");
+    const char *path = test_db_path("readonly.db");
     store *s = open_ok(path);
     apx_error err = {0};
     double ber = 0.1;
@@ -563,7 +551,7 @@ static void test_readonly_refuses_writes(void) {
 }
 
 static void test_output_formats(void) {
-    store *s = open_ok(fresh_path("formats.db"));
+    store *s = open_ok(test_db_path("formats.db"));
     apx_error err = {0};
     const char *sql = "SELECT 1 AS n, 'a,b \"c\"' AS label, 0.25 AS x, NULL AS z"
                       " UNION ALL SELECT 22, 'tab' || char(9) || 'nl' || char(10) || 'end\\',"
@@ -637,7 +625,7 @@ static void test_output_formats(void) {
 }
 
 static void test_one_statement_only(void) {
-    store *s = open_ok(fresh_path("statements.db"));
+    store *s = open_ok(test_db_path("statements.db"));
     apx_error err = {0};
     static const char *const refused[] = {
         "SELECT 1; SELECT 2",
@@ -692,7 +680,7 @@ static void test_presets(void) {
     CU_ASSERT_STRING_EQUAL(store_preset_sql("accuracy"), text);
     free(text);
     /* Every preset runs on a new, empty database. */
-    store *s = open_ok(fresh_path("presets.db"));
+    store *s = open_ok(test_db_path("presets.db"));
     apx_error err = {0};
     for (size_t i = 0; store_preset_names[i]; i++) {
         char *out = query(s, store_preset_sql(store_preset_names[i]), STORE_JSON, &err);
@@ -732,7 +720,7 @@ static void make_v1_database(const char *path) {
 }
 
 static void test_migrate_v1(void) {
-    const char *path = fresh_path("v1.db");
+    const char *path = test_db_path("v1.db");
     make_v1_database(path);
     const char *row_sql = "SELECT group_concat(eval_key || ',' || run_id || ',' || op_key || ','"
                           " || n_correct || ',' || faults_injected || ',' || bits_changed || ','"
@@ -778,7 +766,7 @@ static void test_migrate_v1(void) {
     s = open_ok(path);
     char *migrated = query(s, schema_sql, STORE_CSV, &err);
     store_close(s);
-    s = open_ok(fresh_path("v2.db"));
+    s = open_ok(test_db_path("v2.db"));
     char *fresh = query(s, schema_sql, STORE_CSV, &err);
     store_close(s);
     CU_ASSERT(migrated && fresh && strcmp(migrated, fresh) == 0);
@@ -797,7 +785,7 @@ static store_eval layer_eval(const char *key, int64_t run, const char *op_key,
 }
 
 static void test_layer_faults(void) {
-    const char *path = fresh_path("layers.db");
+    const char *path = test_db_path("layers.db");
     store *s = open_ok(path);
     apx_error err = {0};
     int64_t run = begin_run(s);
@@ -855,7 +843,7 @@ static void test_layer_faults(void) {
 }
 
 static void test_faults_by_layer(void) {
-    store *s = open_ok(fresh_path("faults-view.db"));
+    store *s = open_ok(test_db_path("faults-view.db"));
     apx_error err = {0};
     int64_t run = begin_run(s);
     /* A "vdd" knob: the higher point (1.2) is the milder one, although its
@@ -914,10 +902,10 @@ static char *dump(store *s, const char *sql) {
 }
 
 static void test_merge_layer_faults(void) {
-    const char *pa = fresh_path("merge-a.db");
+    const char *pa = test_db_path("merge-a.db");
     char pb[600];
-    snprintf(pb, sizeof pb, "%s", fresh_path("merge-b.db"));
-    const char *pm = fresh_path("merge-all.db");
+    snprintf(pb, sizeof pb, "%s", test_db_path("merge-b.db"));
+    const char *pm = test_db_path("merge-all.db");
     apx_error err = {0};
     double ber = 0.01;
     store_layer_faults l2[] = {{100, 3, 2}, {50, 1, 0}};
@@ -981,7 +969,7 @@ static void *write_jobs(void *arg) {
 }
 
 static void test_concurrent_writers(void) {
-    const char *path = fresh_path("threads.db");
+    const char *path = test_db_path("threads.db");
     store *a = open_ok(path), *b = open_ok(path);
     int64_t run = begin_run(a);
     struct writer w[3] = {{a, run, 0, 0}, {a, run, 1, 0}, {b, run, 2, 0}};

@@ -150,3 +150,14 @@ void test_workload(const char **data_dir, const char **model_path) {
     *data_dir = dir;
     *model_path = model;
 }
+
+const char *test_db_path(const char *name) {
+    const char *p = test_path(name);
+    char side[600];
+    remove(p);
+    snprintf(side, sizeof side, "%s-wal", p);
+    remove(side);
+    snprintf(side, sizeof side, "%s-shm", p);
+    remove(side);
+    return p;
+}

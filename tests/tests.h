@@ -36,6 +36,10 @@ void add_resume_suite(void);
 const char *test_tmpdir(void);
 const char *test_path(const char *name);
 
+/* A path for a new database under the temp dir (a test_path slot), with any
+ * database, -wal and -shm files of that name removed. */
+const char *test_db_path(const char *name);
+
 /* Writes len bytes to a file under the temp dir; returns its path. */
 const char *test_write_file(const char *name, const void *data, size_t len);
 
