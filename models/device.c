@@ -46,3 +46,10 @@ int device_knob_count(const device_ops *ops) {
     while (ops->knobs[n]) n++;
     return n;
 }
+
+void device_cost_add(device_cost *c, const char *name, double value) {
+    if (c->n_items >= DEVICE_MAX_COST_ITEMS) return;
+    c->item[c->n_items].name = name;
+    c->item[c->n_items].value = value;
+    c->n_items++;
+}

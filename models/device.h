@@ -23,6 +23,7 @@
 
 #define DEVICE_OPS_VERSION 1
 #define DEVICE_MAX_KNOBS 16
+#define DEVICE_MAX_COST_ITEMS 24
 
 typedef struct device device;
 
@@ -41,6 +42,26 @@ typedef struct device_region {
 } device_region;
 
 static inline uint64_t device_region_bits(const device_region *r) { return r->rows * r->cols; }
+
+/* What reading the weights costs at an operating point (device_ops.cost).
+ * The access trace is the weight stream of one inference batch: every region
+ * in the order given, each region's rows in order, each row's bytes
+ * [base_addr + r * row_stride, + row_stride) read once, in the device's
+ * access unit (a 64-byte burst for a DDR rank). The batch shares that one
+ * stream, so per-inference numbers are the stream's totals / batch. */
+typedef struct device_cost {
+    double energy_pj;        /* per inference, every domain the device models */
+    double latency_ns;       /* per inference: the stream's time / batch */
+    /* Device-specific details stored with the evaluation (docs/schema.md):
+     * counts and energy parts, named in lower case with a unit suffix where
+     * one applies ("act", "row_hits", "energy_act_pj", "cycles"). */
+    int n_items;
+    struct { const char *name; double value; } item[DEVICE_MAX_COST_ITEMS];
+} device_cost;
+
+/* Appends a detail item (ignored past DEVICE_MAX_COST_ITEMS). name must be a
+ * string literal or otherwise outlive the cost. */
+void device_cost_add(device_cost *c, const char *name, double value);
 
 typedef struct device_ops {
     int version;                /* DEVICE_OPS_VERSION */
@@ -72,6 +93,16 @@ typedef struct device_ops {
      * such as the fault-map files a replay device reads, so that the result
      * keys of a sweep change when that content changes. */
     uint64_t (*content_hash)(const device *d);
+    /* Optional (may be NULL): the default of knob k (its nominal value, e.g.
+     * a DRAM's nominal VDD from its config) for sweeps that leave it out.
+     * Returns 1 and sets *value if the knob has a default, 0 if a sweep must
+     * give it. */
+    int (*knob_default)(const device *d, int knob, double *value);
+    /* Optional (may be NULL): the energy and latency of streaming the regions
+     * once for a batch of `batch` inferences at op (see device_cost). A pure
+     * function of (device config, op, regions, batch); no chip dependence. */
+    int (*cost)(const device *d, const double *op, const device_region *regions, size_t n,
+                uint32_t batch, device_cost *out, apx_error *err);
 } device_ops;
 
 /* Every implementation's struct starts with this. */
