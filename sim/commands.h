@@ -27,5 +27,7 @@ int cmd_fmap(int argc, char **argv);    /* sim/cmd_fmap.c */
 int cmd_record(int argc, char **argv);  /* sim/cmd_record.c */
 int cmd_replay(int argc, char **argv);  /* sim/cmd_record.c */
 int cmd_plot(int argc, char **argv);    /* sim/cmd_plot.c */
+int cmd_construct(int argc, char **argv); /* sim/cmd_construct.c */
+int cmd_metrics(int argc, char **argv);   /* sim/cmd_metrics.c */
 
 #endif

@@ -637,6 +637,8 @@ static const struct command {
     {"bench", cmd_bench, "measure inference speed per kernel against the popcount limit"},
     {"import", cmd_import, "build a .bnn model from a NumPy .npz export (PyTorch, Larq)"},
     {"fmap", cmd_fmap, "inspect, export and import fault maps (.fmap, CSV, DIVA records)"},
+    {"metrics", cmd_metrics, "bit-error-tolerance metrics of a model (margins, importance)"},
+    {"construct", cmd_construct, "build exact Boolean or Lipschitz-approximating BNNs"},
 };
 
 static void main_help(FILE *out) {
@@ -648,7 +650,7 @@ static void main_help(FILE *out) {
             "Commands:\n",
             APXSIM_VERSION);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(out, "  %-7s %s\n", commands[i].name, commands[i].summary);
+        fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
     fprintf(out,
             "\n"
             "Start here:\n"

@@ -22,6 +22,13 @@ static const struct {
     {"fmap_file", add_fmap_file_suite}, {"replay", add_replay_suite},
     {"plot", add_plot_suite},
     {"cli", add_cli_suite},         {"resume", add_resume_suite},
+    {"nested", add_nested_suite},
+    {"dram_timing", add_dram_timing_suite},
+    {"dram", add_dram_suite},
+    {"dram_calib", add_dram_calib_suite},
+    {"rram", add_rram_suite},
+    {"construct", add_construct_suite},
+    {"bet", add_bet_suite},
 };
 
 int main(int argc, char **argv) {

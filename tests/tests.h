@@ -21,6 +21,13 @@ void add_fmap_file_suite(void);
 void add_replay_suite(void);
 void add_plot_suite(void);
 void add_resume_suite(void);
+void add_nested_suite(void);
+void add_dram_timing_suite(void);
+void add_dram_suite(void);
+void add_dram_calib_suite(void);
+void add_rram_suite(void);
+void add_construct_suite(void);
+void add_bet_suite(void);
 
 /* Registers a suite with the given tests ({name, fn} pairs, NULL-terminated). */
 #define TEST_SUITE(suite_name, ...)                                          \

@@ -1,0 +1,2 @@
+/* bet.c - placeholder until its module lands. */
+typedef int placeholder_bet;

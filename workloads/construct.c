@@ -1,0 +1,2 @@
+/* construct.c - placeholder until its module lands. */
+typedef int placeholder_construct;
