@@ -4,6 +4,7 @@
  * usage, 130 interrupted. Every subcommand has --help. Library code returns
  * errors; only this file prints them and exits. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -447,13 +448,22 @@ static const char query_help[] =
     "      --sql SQL       one SQL statement instead of a preset\n"
     "  -f, --format F      table (default), csv or json\n"
     "      --list          list the presets\n"
+    "      --budget B      accuracy loss the 'best' preset allows (default 0.01)\n"
     "  -h, --help          show this help\n"
     "\n"
     "Presets:\n"
     "  accuracy   mean, std and min accuracy over chips per operating point\n"
+    "  faults     faults, changed bits and BER per layer and operating point\n"
+    "  pareto     the energy-accuracy Pareto front per model (devices with energy)\n"
+    "  best       each model's lowest-energy point within --budget of nominal accuracy,\n"
+    "             and the energy it saves\n"
+    "  metrics    bit-error-tolerance metrics per model and layer\n"
     "\n"
     "Example:\n"
     "  apxsim query results/quickstart.db --preset accuracy --format csv\n";
+
+/* The accuracy-loss budget of the `best` preset; NaN = the preset's default. */
+static double query_budget = NAN;
 
 static int run_query(const char *db, const char *sql, enum store_format fmt) {
     apx_error err = {0};
@@ -467,6 +477,7 @@ static int run_query(const char *db, const char *sql, enum store_format fmt) {
         store_close(s);
         if (store_open_readonly(db, &s, &err)) return cli_report(NULL, &err);
     }
+    if (query_budget == query_budget) store_set_param(s, "budget", query_budget);
     int rc = store_print_query(s, sql, fmt, stdout, &err);
     store_close(s);
     return rc ? cli_report(NULL, &err) : 0;
@@ -488,6 +499,7 @@ static int cmd_query(int argc, char **argv) {
                                          {"sql", required_argument, 0, 's'},
                                          {"format", required_argument, 0, 'f'},
                                          {"list", no_argument, 0, 'l'},
+                                         {"budget", required_argument, 0, 'b'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *preset = NULL, *sql = NULL;
@@ -506,6 +518,14 @@ static int cmd_query(int argc, char **argv) {
         case 'l':
             for (const char *const *p = store_preset_names; *p; p++) printf("%s\n", *p);
             return 0;
+        case 'b': {
+            char *end;
+            query_budget = strtod(optarg, &end);
+            if (*end || !(query_budget >= 0 && query_budget <= 1))
+                return cli_usage("query", "--budget must be an accuracy loss in [0, 1], got '%s'",
+                                 optarg);
+            break;
+        }
         case 'h': fputs(query_help, stdout); return 0;
         default: return cli_usage("query", "%s", "unknown option");
         }

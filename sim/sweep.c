@@ -18,15 +18,60 @@ uint32_t sweep_threads(uint32_t threads) {
 
 /* ---- plan ---------------------------------------------------------------- */
 
+/* A knob the config leaves out takes the device's default, if it has one. */
+static int knob_default(const sweep_plan *p, int k, const cfg_node *at, double *value,
+                        apx_error *err) {
+    const device_ops *ops = p->dev->ops;
+    if (ops->knob_default && ops->knob_default(p->dev, k, value)) return APX_OK;
+    return cfg_fail(at, err, "missing knob '%s' (the %s device has no default for it)",
+                    ops->knobs[k], ops->kind);
+}
+
+/* operating_points as a list of points, each a mapping of knob values:
+ * knobs that move together (VDD with the tRCD it needs) are listed as such. */
+static int load_point_list(const cfg_node *node, sweep_plan *p, apx_error *err) {
+    const device_ops *ops = p->dev->ops;
+    if (node->n == 0) return cfg_fail(node, err, "operating_points is an empty list");
+    if (node->n > SWEEP_MAX_POINTS)
+        return cfg_fail(node, err, "more than %u operating points", SWEEP_MAX_POINTS);
+    p->n_points = node->n;
+    p->points = malloc(p->n_points * p->n_knobs * sizeof *p->points);
+    if (!p->points) return apx_fail(err, APX_EWORK, "out of memory");
+    for (size_t i = 0; i < node->n; i++) {
+        const cfg_node *pt = node->items[i];
+        double *v = &p->points[i * p->n_knobs];
+        if (cfg_expect_map(pt, "operating point", ops->knobs, err)) return err->code;
+        for (int k = 0; k < p->n_knobs; k++) {
+            if (cfg_find(pt, ops->knobs[k])) {
+                if (cfg_get_double(pt, ops->knobs[k], 1, 0, -1e300, 1e300, &v[k], err))
+                    return err->code;
+            } else if (knob_default(p, k, pt, &v[k], err)) {
+                return err->code;
+            }
+        }
+        if (ops->check_point(p->dev, v, pt, err)) return err->code;
+    }
+    return APX_OK;
+}
+
+/* operating_points as a grid: one value or a list per knob, crossed. */
 static int load_points(const cfg_node *node, sweep_plan *p, apx_error *err) {
     const device_ops *ops = p->dev->ops;
     p->n_knobs = device_knob_count(ops);
+    if (node->kind == CFG_SEQ) return load_point_list(node, p, err);
     if (cfg_expect_map(node, "operating_points", ops->knobs, err)) return err->code;
     double *lists[DEVICE_MAX_KNOBS] = {0};
     size_t lens[DEVICE_MAX_KNOBS] = {0};
     int rc = APX_OK;
     p->n_points = 1;
     for (int k = 0; k < p->n_knobs && rc == APX_OK; k++) {
+        if (!cfg_find(node, ops->knobs[k])) {
+            lists[k] = malloc(sizeof *lists[k]);
+            if (!lists[k]) rc = apx_fail(err, APX_EWORK, "out of memory");
+            else rc = knob_default(p, k, node, lists[k], err);
+            lens[k] = 1;
+            continue;
+        }
         rc = cfg_get_double_list(node, ops->knobs[k], 1, -1e300, 1e300, SWEEP_MAX_POINTS,
                                  &lists[k], &lens[k], err);
         if (rc == APX_OK) {
@@ -65,7 +110,7 @@ int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error
                                            "threads", "output", "workload",
                                            "memory", "device", "operating_points",
                                            NULL};
-    static const char *const memory_keys[] = {"geometry", "base", NULL};
+    static const char *const memory_keys[] = {"geometry", "base", "batch", NULL};
     static const char *const workload_keys[] = {"name", "model", "dataset", "split",
                                                 "limit", "data_dir", NULL};
     static const char *const datasets[] = {"fashion-mnist", NULL};
@@ -102,12 +147,14 @@ int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error
     p->threads = (uint32_t)threads;
     p->limit = (uint32_t)limit;
     const cfg_node *mem = cfg_find(root, "memory");
-    long long base;
+    long long base, batch;
     if ((mem && cfg_expect_map(mem, "memory", memory_keys, err)) ||
         geometry_from_yaml(cfg_find(mem, "geometry"), &p->geo, err) ||
-        cfg_get_int(mem, "base", 0, 0, 0, INT64_MAX, &base, err))
+        cfg_get_int(mem, "base", 0, 0, 0, INT64_MAX, &base, err) ||
+        cfg_get_int(mem, "batch", 0, 1, 1, 1 << 20, &batch, err))
         goto fail;
     p->base_addr = (uint64_t)base;
+    p->batch = (uint32_t)batch;
     if (device_create(cfg_find(root, "device"), &p->dev, err)) goto fail;
     p->points_at = cfg_find(root, "operating_points");
     if (!p->points_at) {
@@ -130,11 +177,17 @@ void sweep_plan_free(sweep_plan *p) {
 }
 
 void sweep_point_label(const sweep_plan *p, size_t i, char *buf, size_t len) {
+    const device_ops *ops = p->dev->ops;
     size_t used = 0;
     buf[0] = 0;
-    for (int k = 0; k < p->n_knobs && used < len; k++)
-        used += (size_t)snprintf(buf + used, len - used, "%s%s=%g", k ? "," : "",
-                                 p->dev->ops->knobs[k], p->points[i * p->n_knobs + k]);
+    for (int k = 0; k < p->n_knobs && used < len; k++) {
+        double v = p->points[i * p->n_knobs + k], dflt;
+        /* Knobs at their default are left out: "vdd=1.1,trcd=10", not all seven. */
+        if (ops->knob_default && ops->knob_default(p->dev, k, &dflt) && v == dflt) continue;
+        used += (size_t)snprintf(buf + used, len - used, "%s%s=%g", used ? "," : "",
+                                 ops->knobs[k], v);
+    }
+    if (!buf[0]) snprintf(buf, len, "nominal");
 }
 
 /* ---- keys ---------------------------------------------------------------- */
@@ -253,17 +306,28 @@ static void *eval_slice_run(void *arg) {
  * once (the replay device compares them under its lock). The device is the
  * caller's, not const: sweep_eval_job takes it const because faults() only
  * reads it. */
+/* The region of layer l's weights: its used bits, rows of whole words. */
+static device_region layer_region(const bnn_model *m, uint32_t l, const geometry *geo,
+                                  uint64_t base_addr) {
+    const bnn_layer *L = &m->layers[l];
+    return (device_region){l, L->out, L->in, base_addr + L->offset * 8, (uint64_t)L->words * 8,
+                           geo};
+}
+
+static device_region *model_regions(const bnn_model *m, const geometry *geo,
+                                    uint64_t base_addr) {
+    device_region *regions = malloc((m->n_layers ? m->n_layers : 1) * sizeof *regions);
+    for (uint32_t l = 0; regions && l < m->n_layers; l++)
+        regions[l] = layer_region(m, l, geo, base_addr);
+    return regions;
+}
+
 static int prepare_device(const device *dev, const sweep_workload *w, const geometry *geo,
                           uint64_t base_addr, apx_error *err) {
     if (!dev || !dev->ops->prepare) return APX_OK;
     const bnn_model *m = &w->model;
-    device_region *regions = malloc((m->n_layers ? m->n_layers : 1) * sizeof *regions);
+    device_region *regions = model_regions(m, geo, base_addr);
     if (!regions) return apx_fail(err, APX_EWORK, "out of memory");
-    for (uint32_t l = 0; l < m->n_layers; l++) {
-        const bnn_layer *L = &m->layers[l];
-        regions[l] = (device_region){l, L->out, L->in, base_addr + L->offset * 8,
-                                     (uint64_t)L->words * 8, geo};
-    }
     int rc = dev->ops->prepare((device *)dev, regions, m->n_layers, err);
     free(regions);
     return rc ? apx_wrap(err, "preparing the %s device: ", dev->ops->kind) : APX_OK;
@@ -293,8 +357,7 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
         for (uint32_t l = 0; l < m->n_layers; l++) {
             const bnn_layer *L = &m->layers[l];
             uint64_t bits = bnn_tensor_bits(m, l);
-            device_region region = {l, L->out, L->in, base_addr + L->offset * 8,
-                                    (uint64_t)L->words * 8, geo};
+            device_region region = layer_region(m, l, geo, base_addr);
             int rc = dev->ops->faults(dev, op, seed, chip, &region, &fm, err);
             if (rc) {
                 fmap_free(&fm);
@@ -335,6 +398,21 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
     return APX_OK;
 }
 
+int sweep_job_cost(const sweep_workload *w, const device *dev, const double *op,
+                   const geometry *geo, uint64_t base_addr, uint32_t batch, device_cost *cost,
+                   int *has_cost, apx_error *err) {
+    memset(cost, 0, sizeof *cost);
+    *has_cost = 0;
+    if (!dev || !dev->ops->cost) return APX_OK;
+    device_region *regions = model_regions(&w->model, geo, base_addr);
+    if (!regions) return apx_fail(err, APX_EWORK, "out of memory");
+    int rc = dev->ops->cost(dev, op, regions, w->model.n_layers, batch ? batch : 1, cost, err);
+    free(regions);
+    if (rc) return apx_wrap(err, "the cost of reading the weights: ");
+    *has_cost = 1;
+    return APX_OK;
+}
+
 /* ---- the pool ------------------------------------------------------------ */
 
 typedef struct job {
@@ -358,10 +436,17 @@ typedef struct pool {
     void *ctx;
 } pool;
 
-static int store_job(pool *P, const job *j, const job_result *r, apx_error *err) {
+static int store_job(pool *P, const job *j, const job_result *r, const device_cost *c,
+                     int has_cost, apx_error *err) {
     const sweep_plan *p = P->plan;
     char label[256];
     sweep_point_label(p, j->point, label, sizeof label);
+    const char *names[DEVICE_MAX_COST_ITEMS];
+    double values[DEVICE_MAX_COST_ITEMS];
+    for (int i = 0; i < c->n_items; i++) {
+        names[i] = c->item[i].name;
+        values[i] = c->item[i].value;
+    }
     store_eval e = {
         .eval_key = j->eval_key,
         .run_id = P->run_id,
@@ -385,6 +470,12 @@ static int store_job(pool *P, const job *j, const job_result *r, apx_error *err)
         .seconds = r->seconds,
         .layers = r->layers,
         .n_layers = r->n_layers,
+        .has_cost = has_cost,
+        .energy_pj = c->energy_pj,
+        .latency_ns = c->latency_ns,
+        .n_costs = c->n_items,
+        .cost_names = names,
+        .cost_values = values,
     };
     int inserted;
     return store_put_eval(P->db, &e, &inserted, err);
@@ -403,10 +494,16 @@ static void *worker(void *arg) {
         pthread_mutex_unlock(&P->lock);
         if (!j) break;
         job_result r;
-        rc = sweep_eval_job(P->w, p->dev, &p->points[j->point * p->n_knobs], &p->geo,
-                            p->base_addr, p->seed, j->chip, 1, scratch, &r, &err);
+        device_cost cost;
+        int has_cost = 0;
+        const double *op = &p->points[j->point * p->n_knobs];
+        rc = sweep_eval_job(P->w, p->dev, op, &p->geo, p->base_addr, p->seed, j->chip, 1,
+                            scratch, &r, &err);
+        if (rc == APX_OK)
+            rc = sweep_job_cost(P->w, p->dev, op, &p->geo, p->base_addr, p->batch, &cost,
+                                &has_cost, &err);
         pthread_mutex_lock(&P->lock);
-        if (rc == APX_OK) rc = store_job(P, j, &r, &err);
+        if (rc == APX_OK) rc = store_job(P, j, &r, &cost, has_cost, &err);
         if (rc == APX_OK) P->done++;
         if (P->progress) P->progress(P->ctx, P->done, P->n_jobs);
         pthread_mutex_unlock(&P->lock);

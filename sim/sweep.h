@@ -48,6 +48,7 @@ typedef struct sweep_plan {
      * first word of the model's memory image (`memory:` section) */
     geometry geo;
     uint64_t base_addr;
+    uint32_t batch;             /* inferences sharing one read of the weights (memory.batch) */
     /* device and operating points (n_points x n_knobs values, grid order) */
     device *dev;
     int n_knobs;
@@ -100,6 +101,13 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
                    const geometry *geo, uint64_t base_addr, uint64_t seed, uint32_t chip,
                    uint32_t threads, uint64_t *scratch_image, job_result *res,
                    apx_error *err);
+
+/* The energy and latency per inference of reading the weights at op, from
+ * the device's cost op (device.h) with batch inferences per read of the
+ * weights. *has_cost is 0 (and cost zeroed) for a device without one. */
+int sweep_job_cost(const sweep_workload *w, const device *dev, const double *op,
+                   const geometry *geo, uint64_t base_addr, uint32_t batch, device_cost *cost,
+                   int *has_cost, apx_error *err);
 
 typedef struct sweep_stats {
     size_t jobs_total, jobs_done, jobs_skipped;
