@@ -257,7 +257,7 @@ static int cmd_eval(int argc, char **argv) {
     geometry_default(&geo);
     if (rc == APX_OK && !scratch) rc = apx_fail(&err, APX_EWORK, "out of memory");
     if (rc == APX_OK)
-        rc = sweep_eval_job(&w, dev, &ber, &geo, 0, seed, chip, threads, scratch, &r, &err);
+        rc = sweep_eval_job(&w, dev, &ber, NULL, &geo, 0, seed, chip, threads, scratch, &r, &err);
     if (rc == APX_OK) {
         double acc = r.n_samples ? (double)r.n_correct / r.n_samples : 0;
         double ips = r.seconds > 0 ? r.n_samples / r.seconds : 0;
@@ -558,6 +558,7 @@ static int check_sweep(const char *path, apx_error *err) {
      * check fails (exit 2) rather than print a plan without an estimate. */
     sweep_workload w;
     int rc = sweep_workload_load(plan.model_path, plan.data_dir, plan.split, plan.limit, &w, err);
+    if (rc == APX_OK && (rc = sweep_check_layout(&plan, &w.model, err))) sweep_workload_free(&w);
     if (rc == APX_OK) {
         const bnn_model *m = &w.model;
         size_t jobs = plan.n_points * plan.chips;

@@ -98,6 +98,95 @@ static int load_points(const cfg_node *node, sweep_plan *p, apx_error *err) {
     return rc;
 }
 
+/* A list of layer indices under key (each < BNN_MAX_LAYERS, no repeats) as
+ * a bit set. */
+static int load_layer_list(const cfg_node *map, const char *key, uint8_t *set, apx_error *err) {
+    double *v = NULL;
+    size_t n = 0;
+    if (cfg_get_double_list(map, key, 1, 0, BNN_MAX_LAYERS - 1, BNN_MAX_LAYERS, &v, &n, err))
+        return err->code;
+    int rc = APX_OK;
+    for (size_t i = 0; i < n && rc == APX_OK; i++) {
+        if (v[i] != (double)(uint32_t)v[i])
+            rc = cfg_fail(cfg_find(map, key), err, "%s: layer %g is not a whole number", key, v[i]);
+        else if (set[(uint32_t)v[i]])
+            rc = cfg_fail(cfg_find(map, key), err, "%s: layer %u is listed twice", key,
+                          (unsigned)v[i]);
+        else set[(uint32_t)v[i]] = 1;
+    }
+    free(v);
+    return rc;
+}
+
+/* memory.approximate (which layers' weights live in approximate memory;
+ * default all) and memory.partitions (layers at their own operating point,
+ * EDEN's partitions). Layer indices are checked against the model when the
+ * sweep runs (sweep_check_layout). */
+static int load_layout(const cfg_node *mem, sweep_plan *p, apx_error *err) {
+    static const char *const part_keys[] = {"layers", "operating_point", NULL};
+    sweep_layout *L = &p->layout;
+    memset(L, 0, sizeof *L);
+    if (!mem) return APX_OK;
+    if (cfg_find(mem, "approximate")) {
+        uint8_t approx[BNN_MAX_LAYERS] = {0};
+        if (load_layer_list(mem, "approximate", approx, err)) return err->code;
+        for (int l = 0; l < BNN_MAX_LAYERS; l++) {
+            L->exact[l] = !approx[l];
+            p->layer_named[l] |= approx[l];
+        }
+    }
+    const cfg_node *parts = cfg_find(mem, "partitions");
+    if (!parts) return APX_OK;
+    if (parts->kind != CFG_SEQ || parts->n == 0)
+        return cfg_fail(parts, err, "partitions must be a list of {layers, operating_point}");
+    if (parts->n > BNN_MAX_LAYERS)
+        return cfg_fail(parts, err, "more than %d partitions", BNN_MAX_LAYERS);
+    p->n_partitions = parts->n;
+    p->partition_points = malloc(parts->n * p->n_knobs * sizeof *p->partition_points);
+    if (!p->partition_points) return apx_fail(err, APX_EWORK, "out of memory");
+    uint8_t taken[BNN_MAX_LAYERS] = {0};
+    for (size_t i = 0; i < parts->n; i++) {
+        const cfg_node *part = parts->items[i], *pt;
+        double *v = &p->partition_points[i * p->n_knobs];
+        uint8_t mine[BNN_MAX_LAYERS] = {0};
+        if (cfg_expect_map(part, "partition", part_keys, err) ||
+            load_layer_list(part, "layers", mine, err))
+            return err->code;
+        if (!(pt = cfg_find(part, "operating_point")))
+            return cfg_fail(part, err, "a partition needs an operating_point");
+        if (cfg_expect_map(pt, "operating_point", p->dev->ops->knobs, err)) return err->code;
+        for (int k = 0; k < p->n_knobs; k++) {
+            if (cfg_find(pt, p->dev->ops->knobs[k])) {
+                if (cfg_get_double(pt, p->dev->ops->knobs[k], 1, 0, -1e300, 1e300, &v[k], err))
+                    return err->code;
+            } else if (knob_default(p, k, pt, &v[k], err)) {
+                return err->code;
+            }
+        }
+        if (p->dev->ops->check_point(p->dev, v, pt, err)) return err->code;
+        for (int l = 0; l < BNN_MAX_LAYERS; l++) {
+            if (!mine[l]) continue;
+            if (taken[l]) return cfg_fail(part, err, "layer %d is in two partitions", l);
+            if (L->exact[l])
+                return cfg_fail(part, err, "layer %d is in a partition but not in "
+                                           "memory.approximate", l);
+            taken[l] = 1;
+            L->layer_op[l] = v;
+            p->layer_named[l] = 1;
+        }
+    }
+    return APX_OK;
+}
+
+int sweep_check_layout(const sweep_plan *p, const bnn_model *m, apx_error *err) {
+    for (uint32_t l = m->n_layers; l < BNN_MAX_LAYERS; l++)
+        if (p->layer_named[l])
+            return cfg_fail(cfg_find(cfg_root(p->doc), "memory"), err,
+                            "memory: layer %u does not exist (the model has %u layers, 0..%u)",
+                            l, m->n_layers, m->n_layers ? m->n_layers - 1 : 0);
+    return APX_OK;
+}
+
 int sweep_plan_load(const char *path, sweep_plan *p, apx_error *err) {
     memset(p, 0, sizeof *p);
     cfg_doc *doc = cfg_load_file(path, err);
@@ -110,7 +199,8 @@ int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error
                                            "threads", "output", "workload",
                                            "memory", "device", "operating_points",
                                            NULL};
-    static const char *const memory_keys[] = {"geometry", "base", "batch", NULL};
+    static const char *const memory_keys[] = {"geometry", "base",       "batch",
+                                              "approximate", "partitions", NULL};
     static const char *const workload_keys[] = {"name", "model", "dataset", "split",
                                                 "limit", "data_dir", NULL};
     static const char *const datasets[] = {"fashion-mnist", NULL};
@@ -162,7 +252,7 @@ int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error
                  p->dev->ops->knobs[0]);
         goto fail;
     }
-    if (load_points(p->points_at, p, err)) goto fail;
+    if (load_points(p->points_at, p, err) || load_layout(mem, p, err)) goto fail;
     return APX_OK;
 fail:
     sweep_plan_free(p);
@@ -172,6 +262,7 @@ fail:
 void sweep_plan_free(sweep_plan *p) {
     device_destroy(p->dev);
     free(p->points);
+    free(p->partition_points);
     cfg_free(p->doc);
     memset(p, 0, sizeof *p);
 }
@@ -334,7 +425,8 @@ static int prepare_device(const device *dev, const sweep_workload *w, const geom
 }
 
 int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
-                   const geometry *geo, uint64_t base_addr, uint64_t seed, uint32_t chip,
+                   const sweep_layout *layout, const geometry *geo, uint64_t base_addr,
+                   uint64_t seed, uint32_t chip,
                    uint32_t threads, uint64_t *scratch, job_result *res, apx_error *err) {
     const bnn_model *m = &w->model;
     double t0 = progress_now();
@@ -357,8 +449,13 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
         for (uint32_t l = 0; l < m->n_layers; l++) {
             const bnn_layer *L = &m->layers[l];
             uint64_t bits = bnn_tensor_bits(m, l);
+            if (layout && layout->exact[l]) { /* exact memory: no faults, no exposure */
+                res->layers[l] = (store_layer_faults){0, 0, 0};
+                continue;
+            }
+            const double *lop = layout && layout->layer_op[l] ? layout->layer_op[l] : op;
             device_region region = layer_region(m, l, geo, base_addr);
-            int rc = dev->ops->faults(dev, op, seed, chip, &region, &fm, err);
+            int rc = dev->ops->faults(dev, lop, seed, chip, &region, &fm, err);
             if (rc) {
                 fmap_free(&fm);
                 return apx_wrap(err, "layer %u: ", l);
@@ -398,16 +495,56 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
     return APX_OK;
 }
 
+/* Adds part to sum: totals and items by name. */
+static void cost_add(device_cost *sum, const device_cost *part) {
+    sum->energy_pj += part->energy_pj;
+    sum->latency_ns += part->latency_ns;
+    for (int i = 0; i < part->n_items; i++) {
+        int j = 0;
+        while (j < sum->n_items && strcmp(sum->item[j].name, part->item[i].name)) j++;
+        if (j < sum->n_items) sum->item[j].value += part->item[i].value;
+        else device_cost_add(sum, part->item[i].name, part->item[i].value);
+    }
+}
+
 int sweep_job_cost(const sweep_workload *w, const device *dev, const double *op,
-                   const geometry *geo, uint64_t base_addr, uint32_t batch, device_cost *cost,
-                   int *has_cost, apx_error *err) {
+                   const sweep_layout *layout, const geometry *geo, uint64_t base_addr,
+                   uint32_t batch, device_cost *cost, int *has_cost, apx_error *err) {
     memset(cost, 0, sizeof *cost);
     *has_cost = 0;
     if (!dev || !dev->ops->cost) return APX_OK;
-    device_region *regions = model_regions(&w->model, geo, base_addr);
-    if (!regions) return apx_fail(err, APX_EWORK, "out of memory");
-    int rc = dev->ops->cost(dev, op, regions, w->model.n_layers, batch ? batch : 1, cost, err);
-    free(regions);
+    const bnn_model *m = &w->model;
+    device_region *all = model_regions(m, geo, base_addr);
+    device_region *group = malloc((m->n_layers ? m->n_layers : 1) * sizeof *group);
+    double dflt[DEVICE_MAX_KNOBS];
+    int n_knobs = device_knob_count(dev->ops), have_dflt = dev->ops->knob_default != NULL;
+    for (int k = 0; have_dflt && k < n_knobs; k++)
+        have_dflt = dev->ops->knob_default(dev, k, &dflt[k]);
+    int rc = all && group ? APX_OK : apx_fail(err, APX_EWORK, "out of memory");
+    /* One cost call per distinct point (the job's, each partition's, the
+     * default for exact layers), over the layers at that point, in order. */
+    uint8_t done[BNN_MAX_LAYERS] = {0};
+    for (uint32_t first = 0; rc == APX_OK && first < m->n_layers; first++) {
+        if (done[first]) continue;
+        const double *at = op;
+        if (layout && layout->exact[first]) at = have_dflt ? dflt : op;
+        else if (layout && layout->layer_op[first]) at = layout->layer_op[first];
+        size_t n = 0;
+        for (uint32_t l = first; l < m->n_layers; l++) {
+            const double *lat = op;
+            if (layout && layout->exact[l]) lat = have_dflt ? dflt : op;
+            else if (layout && layout->layer_op[l]) lat = layout->layer_op[l];
+            if (lat != at) continue;
+            done[l] = 1;
+            group[n++] = all[l];
+        }
+        device_cost part;
+        memset(&part, 0, sizeof part);
+        rc = dev->ops->cost(dev, at, group, n, batch ? batch : 1, &part, err);
+        if (rc == APX_OK) cost_add(cost, &part);
+    }
+    free(all);
+    free(group);
     if (rc) return apx_wrap(err, "the cost of reading the weights: ");
     *has_cost = 1;
     return APX_OK;
@@ -497,11 +634,11 @@ static void *worker(void *arg) {
         device_cost cost;
         int has_cost = 0;
         const double *op = &p->points[j->point * p->n_knobs];
-        rc = sweep_eval_job(P->w, p->dev, op, &p->geo, p->base_addr, p->seed, j->chip, 1,
-                            scratch, &r, &err);
+        rc = sweep_eval_job(P->w, p->dev, op, &p->layout, &p->geo, p->base_addr, p->seed,
+                            j->chip, 1, scratch, &r, &err);
         if (rc == APX_OK)
-            rc = sweep_job_cost(P->w, p->dev, op, &p->geo, p->base_addr, p->batch, &cost,
-                                &has_cost, &err);
+            rc = sweep_job_cost(P->w, p->dev, op, &p->layout, &p->geo, p->base_addr, p->batch,
+                                &cost, &has_cost, &err);
         pthread_mutex_lock(&P->lock);
         if (rc == APX_OK) rc = store_job(P, j, &r, &cost, has_cost, &err);
         if (rc == APX_OK) P->done++;
@@ -556,7 +693,8 @@ int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
     sweep_workload w;
     if (sweep_workload_load(p->model_path, p->data_dir, p->split, p->limit, &w, err))
         return err->code;
-    if (prepare_device(p->dev, &w, &p->geo, p->base_addr, err)) {
+    if (sweep_check_layout(p, &w.model, err) ||
+        prepare_device(p->dev, &w, &p->geo, p->base_addr, err)) {
         sweep_workload_free(&w);
         return err->code;
     }

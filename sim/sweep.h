@@ -25,6 +25,15 @@
 #define SWEEP_MAX_POINTS 100000u
 #define SWEEP_MAX_CHIPS 100000u
 
+/* Where each layer's weights live: in approximate memory at the job's
+ * operating point (the default), in approximate memory at a partition's own
+ * point (layer_op[l] non-NULL; memory.partitions), or in exact memory
+ * (exact[l]; layers left out of memory.approximate), which has no faults. */
+typedef struct sweep_layout {
+    const double *layer_op[BNN_MAX_LAYERS];
+    uint8_t exact[BNN_MAX_LAYERS];
+} sweep_layout;
+
 typedef struct sweep_plan {
     cfg_doc *doc;               /* the parsed config (owns all strings below) */
     const char *config_path;
@@ -49,6 +58,10 @@ typedef struct sweep_plan {
     geometry geo;
     uint64_t base_addr;
     uint32_t batch;             /* inferences sharing one read of the weights (memory.batch) */
+    sweep_layout layout;        /* memory.approximate and memory.partitions */
+    double *partition_points;   /* n_partitions x n_knobs, pointed to by layout */
+    size_t n_partitions;
+    uint8_t layer_named[BNN_MAX_LAYERS]; /* layers the memory section names */
     /* device and operating points (n_points x n_knobs values, grid order) */
     device *dev;
     int n_knobs;
@@ -66,6 +79,9 @@ int sweep_plan_load(const char *path, sweep_plan *plan, apx_error *err);
  * path is what the store records as the config's path. */
 int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *plan, apx_error *err);
 void sweep_plan_free(sweep_plan *plan);
+
+/* Checks that every layer the memory section names exists in the model. */
+int sweep_check_layout(const sweep_plan *plan, const bnn_model *m, apx_error *err);
 
 /* "ber=0.001" style label of point i (buffer of at least 256 bytes). */
 void sweep_point_label(const sweep_plan *plan, size_t i, char *buf, size_t len);
@@ -96,17 +112,22 @@ typedef struct job_result {
 /* Runs one job: faults from dev at op for (seed, chip) applied to a copy of
  * the weights held in `scratch_image` (model.image_words words), then the
  * evaluation of samples [0, n) with `threads` threads. dev may be NULL (no
- * faults). The image sits at base_addr in geo (which must hold it). This is the whole of `apxsim eval` and one job of a sweep. */
+ * faults). layout (NULL: every layer approximate at op) places each layer.
+ * The image sits at base_addr in geo (which must hold it). This is the whole of `apxsim eval` and one job of a sweep. */
 int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
-                   const geometry *geo, uint64_t base_addr, uint64_t seed, uint32_t chip,
+                   const sweep_layout *layout, const geometry *geo, uint64_t base_addr,
+                   uint64_t seed, uint32_t chip,
                    uint32_t threads, uint64_t *scratch_image, job_result *res,
                    apx_error *err);
 
 /* The energy and latency per inference of reading the weights at op, from
  * the device's cost op (device.h) with batch inferences per read of the
- * weights. *has_cost is 0 (and cost zeroed) for a device without one. */
+ * weights. With a layout, each partition is costed at its own point and
+ * exact layers at the device's default point (when every knob has one),
+ * and the parts are summed. *has_cost is 0 (and cost zeroed) for a device
+ * without a cost op. */
 int sweep_job_cost(const sweep_workload *w, const device *dev, const double *op,
-                   const geometry *geo, uint64_t base_addr, uint32_t batch, device_cost *cost,
+                   const sweep_layout *layout, const geometry *geo, uint64_t base_addr, uint32_t batch, device_cost *cost,
                    int *has_cost, apx_error *err);
 
 typedef struct sweep_stats {
