@@ -196,7 +196,7 @@ int sweep_plan_load(const char *path, sweep_plan *p, apx_error *err) {
 
 int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error *err) {
     static const char *const top_keys[] = {"name",   "seed",   "chips",
-                                           "threads", "output", "workload",
+                                           "threads", "output", "workload", "workloads",
                                            "memory", "device", "operating_points",
                                            NULL};
     static const char *const memory_keys[] = {"geometry", "base",       "batch",
@@ -208,9 +208,8 @@ int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error
     memset(p, 0, sizeof *p);
     p->doc = doc;
     p->config_path = path;
-    const cfg_node *root = cfg_root(p->doc), *w;
-    long long seed, chips, threads, limit;
-    int ds, split;
+    const cfg_node *root = cfg_root(p->doc);
+    long long seed, chips, threads;
     if (cfg_expect_map(root, "sweep", top_keys, err) ||
         cfg_get_string(root, "name", 1, NULL, &p->name, err) ||
         cfg_get_int(root, "seed", 0, 1, 0, INT64_MAX, &seed, err) ||
@@ -218,24 +217,43 @@ int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error
         cfg_get_int(root, "threads", 0, 0, 0, 1024, &threads, err) ||
         cfg_get_string(root, "output", 1, NULL, &p->output, err))
         goto fail;
-    if (!(w = cfg_find(root, "workload"))) {
-        cfg_fail(root, err, "missing 'workload' section (model and data set)");
+    const cfg_node *one = cfg_find(root, "workload"), *many = cfg_find(root, "workloads");
+    if (!one == !many) {
+        cfg_fail(root, err, one ? "give 'workload' or 'workloads', not both"
+                                : "missing 'workload' section (model and data set)");
         goto fail;
     }
-    if (cfg_expect_map(w, "workload", workload_keys, err) ||
-        cfg_get_string(w, "name", 0, NULL, &p->workload_name, err) ||
-        cfg_get_string(w, "model", 1, NULL, &p->model_path, err) ||
-        cfg_get_enum(w, "dataset", 0, 0, datasets, &ds, err) ||
-        cfg_get_enum(w, "split", 0, 0, splits, &split, err) ||
-        cfg_get_int(w, "limit", 0, 0, 0, UINT32_MAX, &limit, err) ||
-        cfg_get_string(w, "data_dir", 0, NULL, &p->data_dir, err))
+    if (many && (many->kind != CFG_SEQ || many->n == 0 || many->n > SWEEP_MAX_WORKLOADS)) {
+        cfg_fail(many, err, "workloads must be a list of 1 to %u workloads",
+                 SWEEP_MAX_WORKLOADS);
         goto fail;
-    if (!p->workload_name) p->workload_name = p->model_path;
-    p->split = splits[split];
+    }
+    p->n_workloads = many ? many->n : 1;
+    for (size_t i = 0; i < p->n_workloads; i++) {
+        const cfg_node *w = many ? many->items[i] : one;
+        sweep_workload_spec *s = &p->workloads[i];
+        long long limit;
+        int ds, split;
+        if (cfg_expect_map(w, "workload", workload_keys, err) ||
+            cfg_get_string(w, "name", 0, NULL, &s->name, err) ||
+            cfg_get_string(w, "model", 1, NULL, &s->model_path, err) ||
+            cfg_get_enum(w, "dataset", 0, 0, datasets, &ds, err) ||
+            cfg_get_enum(w, "split", 0, 0, splits, &split, err) ||
+            cfg_get_int(w, "limit", 0, 0, 0, UINT32_MAX, &limit, err) ||
+            cfg_get_string(w, "data_dir", 0, NULL, &s->data_dir, err))
+            goto fail;
+        if (!s->name) s->name = s->model_path;
+        s->split = splits[split];
+        s->limit = (uint32_t)limit;
+        for (size_t k = 0; k < i; k++)
+            if (!strcmp(p->workloads[k].name, s->name)) {
+                cfg_fail(w, err, "two workloads are named '%s'", s->name);
+                goto fail;
+            }
+    }
     p->seed = (uint64_t)seed;
     p->chips = (uint32_t)chips;
     p->threads = (uint32_t)threads;
-    p->limit = (uint32_t)limit;
     const cfg_node *mem = cfg_find(root, "memory");
     long long base, batch;
     if ((mem && cfg_expect_map(mem, "memory", memory_keys, err)) ||
@@ -362,6 +380,13 @@ int sweep_workload_load(const char *model_path, const char *data_dir, const char
     return APX_OK;
 }
 
+int sweep_workload_load_spec(const sweep_workload_spec *s, sweep_workload *w,
+                             apx_error *err) {
+    if (sweep_workload_load(s->model_path, s->data_dir, s->split, s->limit, w, err))
+        return apx_wrap(err, "workload %s: ", s->name);
+    return APX_OK;
+}
+
 void sweep_workload_free(sweep_workload *w) {
     bnn_free(&w->model);
     dataset_free(&w->data);
@@ -413,21 +438,28 @@ static device_region *model_regions(const bnn_model *m, const geometry *geo,
     return regions;
 }
 
-static int prepare_device(const device *dev, const sweep_workload *w, const geometry *geo,
-                          uint64_t base_addr, apx_error *err) {
+static int prepare_device(const device *dev, const sweep_workload *w, size_t n_workloads,
+                          const geometry *geo, uint64_t base_addr, apx_error *err) {
     if (!dev || !dev->ops->prepare) return APX_OK;
-    const bnn_model *m = &w->model;
-    device_region *regions = model_regions(m, geo, base_addr);
+    size_t n = 0;
+    for (size_t i = 0; i < n_workloads; i++) n += w[i].model.n_layers;
+    device_region *regions = malloc((n ? n : 1) * sizeof *regions);
     if (!regions) return apx_fail(err, APX_EWORK, "out of memory");
-    int rc = dev->ops->prepare((device *)dev, regions, m->n_layers, err);
+    n = 0;
+    for (size_t i = 0; i < n_workloads; i++)
+        for (uint32_t l = 0; l < w[i].model.n_layers; l++)
+            regions[n++] = layer_region(&w[i].model, l, geo, base_addr);
+    int rc = dev->ops->prepare((device *)dev, regions, n, err);
     free(regions);
     return rc ? apx_wrap(err, "preparing the %s device: ", dev->ops->kind) : APX_OK;
 }
 
-int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
-                   const sweep_layout *layout, const geometry *geo, uint64_t base_addr,
-                   uint64_t seed, uint32_t chip,
-                   uint32_t threads, uint64_t *scratch, job_result *res, apx_error *err) {
+/* sweep_eval_job; `prepare` is 0 in the pool, which prepared the device
+ * once for the regions of every workload. */
+static int eval_job(const sweep_workload *w, const device *dev, const double *op,
+                    const sweep_layout *layout, const geometry *geo, uint64_t base_addr,
+                    uint64_t seed, uint32_t chip, uint32_t threads, uint64_t *scratch,
+                    job_result *res, int prepare, apx_error *err) {
     const bnn_model *m = &w->model;
     double t0 = progress_now();
     memset(res, 0, sizeof *res);
@@ -442,7 +474,7 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
         return apx_fail(err, APX_EINPUT, "the model has %u layers, more than %d",
                         m->n_layers, BNN_MAX_LAYERS);
     memcpy(scratch, m->image, m->image_words * sizeof *scratch);
-    if (prepare_device(dev, w, geo, base_addr, err)) return err->code;
+    if (prepare && prepare_device(dev, w, 1, geo, base_addr, err)) return err->code;
     if (dev) {
         fmap fm;
         fmap_init(&fm, 0);
@@ -493,6 +525,14 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
     res->n_samples = n;
     res->seconds = progress_now() - t0;
     return APX_OK;
+}
+
+int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
+                   const sweep_layout *layout, const geometry *geo, uint64_t base_addr,
+                   uint64_t seed, uint32_t chip, uint32_t threads, uint64_t *scratch,
+                   job_result *res, apx_error *err) {
+    return eval_job(w, dev, op, layout, geo, base_addr, seed, chip, threads, scratch, res, 1,
+                    err);
 }
 
 /* Adds part to sum: totals and items by name. */
@@ -554,13 +594,13 @@ int sweep_job_cost(const sweep_workload *w, const device *dev, const double *op,
 
 typedef struct job {
     size_t point;
-    uint32_t chip;
+    uint32_t chip, wl;
     char eval_key[33], op_key[33];
 } job;
 
 typedef struct pool {
     const sweep_plan *plan;
-    const sweep_workload *w;
+    const sweep_workload *w;    /* plan->n_workloads of them */
     store *db;
     int64_t run_id;
     job *jobs;
@@ -595,10 +635,10 @@ static int store_job(pool *P, const job *j, const job_result *r, const device_co
         .values = &p->points[j->point * p->n_knobs],
         .n_knobs = p->n_knobs,
         .chip = j->chip,
-        .workload = p->workload_name,
-        .model_path = p->model_path,
-        .model_hash = P->w->model_hash,
-        .dataset = P->w->dataset_name,
+        .workload = p->workloads[j->wl].name,
+        .model_path = p->workloads[j->wl].model_path,
+        .model_hash = P->w[j->wl].model_hash,
+        .dataset = P->w[j->wl].dataset_name,
         .n_samples = r->n_samples,
         .n_correct = r->n_correct,
         .bits_exposed = r->bits_exposed,
@@ -621,7 +661,10 @@ static int store_job(pool *P, const job *j, const job_result *r, const device_co
 static void *worker(void *arg) {
     pool *P = arg;
     const sweep_plan *p = P->plan;
-    uint64_t *scratch = malloc(P->w->model.image_words * sizeof *scratch);
+    size_t words = 1;
+    for (size_t i = 0; i < p->n_workloads; i++)
+        if (P->w[i].model.image_words > words) words = P->w[i].model.image_words;
+    uint64_t *scratch = malloc(words * sizeof *scratch);
     apx_error err = {0};
     int rc = scratch ? APX_OK : apx_fail(&err, APX_EWORK, "out of memory");
     for (;;) {
@@ -634,10 +677,11 @@ static void *worker(void *arg) {
         device_cost cost;
         int has_cost = 0;
         const double *op = &p->points[j->point * p->n_knobs];
-        rc = sweep_eval_job(P->w, p->dev, op, &p->layout, &p->geo, p->base_addr, p->seed,
-                            j->chip, 1, scratch, &r, &err);
+        const sweep_workload *w = &P->w[j->wl];
+        rc = eval_job(w, p->dev, op, &p->layout, &p->geo, p->base_addr, p->seed, j->chip, 1,
+                      scratch, &r, 0, &err);
         if (rc == APX_OK)
-            rc = sweep_job_cost(P->w, p->dev, op, &p->layout, &p->geo, p->base_addr, p->batch,
+            rc = sweep_job_cost(w, p->dev, op, &p->layout, &p->geo, p->base_addr, p->batch,
                                 &cost, &has_cost, &err);
         pthread_mutex_lock(&P->lock);
         if (rc == APX_OK) rc = store_job(P, j, &r, &cost, has_cost, &err);
@@ -685,26 +729,44 @@ static void make_keys(const sweep_plan *p, const sweep_workload *w, size_t point
     j->chip = chip;
 }
 
+static void free_workloads(sweep_workload *w, size_t n) {
+    for (size_t i = 0; i < n; i++) sweep_workload_free(&w[i]);
+    free(w);
+}
+
 int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
               uint32_t threads, sweep_progress_fn progress, void *ctx, volatile int *stop,
               sweep_stats *stats, apx_error *err) {
     memset(stats, 0, sizeof *stats);
     double t0 = progress_now();
-    sweep_workload w;
-    if (sweep_workload_load(p->model_path, p->data_dir, p->split, p->limit, &w, err))
-        return err->code;
-    if (sweep_check_layout(p, &w.model, err) ||
-        prepare_device(p->dev, &w, &p->geo, p->base_addr, err)) {
-        sweep_workload_free(&w);
-        return err->code;
-    }
-    pool P = {.plan = p, .w = &w, .stop = stop, .progress = progress, .ctx = ctx};
-    int rc = store_open(db_path ? db_path : p->output, &P.db, err);
+    sweep_workload *w = calloc(p->n_workloads, sizeof *w);
+    if (!w) return apx_fail(err, APX_EWORK, "out of memory");
+    size_t loaded = 0;
+    int rc = APX_OK;
+    for (; rc == APX_OK && loaded < p->n_workloads; loaded++)
+        if ((rc = sweep_workload_load_spec(&p->workloads[loaded], &w[loaded], err)) ||
+            (rc = sweep_check_layout(p, &w[loaded].model, err)))
+            break;
+    for (size_t i = 0; rc == APX_OK && i < loaded; i++)
+        for (size_t k = 0; rc == APX_OK && k < i; k++)
+            if (!strcmp(w[i].model_hash, w[k].model_hash) &&
+                !strcmp(w[i].dataset_name, w[k].dataset_name))
+                rc = apx_fail(err, APX_EINPUT,
+                              "workloads %s and %s are the same model on the same data: their "
+                              "results would be the same rows",
+                              p->workloads[k].name, p->workloads[i].name);
+    if (rc == APX_OK) rc = prepare_device(p->dev, w, loaded, &p->geo, p->base_addr, err);
     if (rc) {
-        sweep_workload_free(&w);
+        free_workloads(w, loaded + (loaded < p->n_workloads));
         return rc;
     }
-    size_t total = p->n_points * p->chips;
+    pool P = {.plan = p, .w = w, .stop = stop, .progress = progress, .ctx = ctx};
+    rc = store_open(db_path ? db_path : p->output, &P.db, err);
+    if (rc) {
+        free_workloads(w, loaded);
+        return rc;
+    }
+    size_t total = p->n_workloads * p->n_points * p->chips;
     P.jobs = malloc(total * sizeof *P.jobs);
     if (!P.jobs) {
         rc = apx_fail(err, APX_EWORK, "out of memory planning %zu jobs", total);
@@ -712,18 +774,21 @@ int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
     }
     uint32_t shards = p->shard_count ? p->shard_count : 1;
     size_t index = 0, in_shard = 0;
-    for (size_t i = 0; i < p->n_points; i++) {
-        for (uint32_t c = 0; c < p->chips; c++, index++) {
-            if (index % shards != p->shard_index) continue;
-            in_shard++;
-            job *j = &P.jobs[P.n_jobs];
-            make_keys(p, &w, i, c, j);
-            int exists;
-            if ((rc = store_has_eval(P.db, j->eval_key, &exists, err))) goto out;
-            if (exists)
-                stats->jobs_skipped++;
-            else
-                P.n_jobs++;
+    for (uint32_t wl = 0; wl < p->n_workloads; wl++) {
+        for (size_t i = 0; i < p->n_points; i++) {
+            for (uint32_t c = 0; c < p->chips; c++, index++) {
+                if (index % shards != p->shard_index) continue;
+                in_shard++;
+                job *j = &P.jobs[P.n_jobs];
+                make_keys(p, &w[wl], i, c, j);
+                j->wl = wl;
+                int exists;
+                if ((rc = store_has_eval(P.db, j->eval_key, &exists, err))) goto out;
+                if (exists)
+                    stats->jobs_skipped++;
+                else
+                    P.n_jobs++;
+            }
         }
     }
     stats->jobs_total = in_shard;
@@ -753,6 +818,6 @@ out:
     stats->seconds = progress_now() - t0;
     free(P.jobs);
     store_close(P.db);
-    sweep_workload_free(&w);
+    free_workloads(w, loaded);
     return rc;
 }

@@ -24,6 +24,16 @@
 
 #define SWEEP_MAX_POINTS 100000u
 #define SWEEP_MAX_CHIPS 100000u
+#define SWEEP_MAX_WORKLOADS 64u
+
+/* One workload of a sweep: a model and the data it is evaluated on. */
+typedef struct sweep_workload_spec {
+    const char *name;           /* in the results; default the model path */
+    const char *model_path;
+    const char *data_dir;       /* NULL = default Fashion-MNIST location */
+    const char *split;          /* "test" or "train" */
+    uint32_t limit;             /* 0 = whole split */
+} sweep_workload_spec;
 
 /* Where each layer's weights live: in approximate memory at the job's
  * operating point (the default), in approximate memory at a partition's own
@@ -42,17 +52,15 @@ typedef struct sweep_plan {
     uint32_t chips;
     uint32_t threads;           /* 0 = one per core */
     const char *output;         /* results database */
-    /* This process runs the jobs whose index in plan order (point-major,
-     * chip-minor) is shard_index modulo shard_count: --shard K/N sets
+    /* This process runs the jobs whose index in plan order (workload-major,
+     * then point, then chip) is shard_index modulo shard_count: --shard K/N sets
      * shard_index = K - 1, shard_count = N; 0/1 (the default) runs all. Shard
      * databases are combined with store_merge (`apxsim merge`). */
     uint32_t shard_index, shard_count;
-    /* workload */
-    const char *workload_name;
-    const char *model_path;
-    const char *data_dir;       /* NULL = default Fashion-MNIST location */
-    const char *split;          /* "test" or "train" */
-    uint32_t limit;             /* 0 = whole split */
+    /* workloads (`workload:` or a `workloads:` list); every one is evaluated
+     * at every point and chip, on the same chips' fault maps */
+    sweep_workload_spec workloads[SWEEP_MAX_WORKLOADS];
+    size_t n_workloads;
     /* the memory the weights live in: geometry and the byte address of the
      * first word of the model's memory image (`memory:` section) */
     geometry geo;
@@ -137,6 +145,10 @@ typedef struct sweep_stats {
 } sweep_stats;
 
 typedef void (*sweep_progress_fn)(void *ctx, size_t done, size_t total);
+
+/* Loads workload i of the plan. */
+int sweep_workload_load_spec(const sweep_workload_spec *spec, sweep_workload *w,
+                             apx_error *err);
 
 /* Runs the plan into `db_path` (NULL: plan->output). *stop, when set from a
  * signal handler, ends the sweep after the jobs in flight are stored and

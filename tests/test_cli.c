@@ -308,10 +308,59 @@ static void test_layout_and_point_lists(void) {
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "list-bad.yaml:"));
 }
 
+/* Two workloads in one sweep: each gets the rows a sweep of it alone gives
+ * (same keys, same results: the chips' fault maps do not depend on what
+ * else runs), and the same model twice is refused. */
+static void test_several_workloads(void) {
+    make_workload();
+    char m2[512], cfg[512], both[512], alone[512];
+    snprintf(m2, sizeof m2, "%s", test_path("second.bnn"));
+    CU_ASSERT_EQUAL_FATAL(test_run(out, sizeof out,
+                                   APXSIM " eval %s --data %s --ber 0.05 --write-model %s",
+                                   model_path, data_dir, m2), 0);
+    snprintf(both, sizeof both, "%s", test_db_path("two-workloads.db"));
+    snprintf(alone, sizeof alone, "%s", test_db_path("one-workload.db"));
+    char text[2048];
+    snprintf(text, sizeof text,
+             "name: two\nseed: 5\nchips: 3\noutput: %s\n"
+             "workloads:\n  - {name: first, model: %s, data_dir: %s}\n"
+             "  - {name: second, model: %s, data_dir: %s}\n"
+             "device:\n  kind: uniform\noperating_points:\n  ber: [0, 0.01, 0.2]\n",
+             both, model_path, data_dir, m2, data_dir);
+    snprintf(cfg, sizeof cfg, "%s", test_write_file("two.yaml", text, strlen(text)));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " check %s", cfg), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "2 workloads x 3 operating points x 3 chips = 18 jobs"));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -q", cfg), 0);
+    snprintf(cfg, sizeof cfg, "%s", write_sweep("first.yaml", model_path, data_dir, ""));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s -q", cfg, alone), 0);
+    const char *q = APXSIM " query %s --format csv --sql 'SELECT eval_key, chip, n_correct, "
+                    "faults_injected FROM evaluations WHERE model_hash = (SELECT model_hash "
+                    "FROM evaluations WHERE workload = \"%s\" LIMIT 1) ORDER BY eval_key'";
+    char a[1 << 14], b[1 << 14];
+    CU_ASSERT_EQUAL(test_run(a, sizeof a, q, both, "first"), 0);
+    CU_ASSERT_EQUAL(test_run(b, sizeof b, q, alone, model_path), 0);
+    CU_ASSERT_STRING_EQUAL(a, b);
+    CU_ASSERT_EQUAL(test_run(a, sizeof a, APXSIM " query %s --format csv --sql 'SELECT workload,"
+                                           " count(*) FROM evaluations GROUP BY workload'", both), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a, "first,9"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(a, "second,9"));
+
+    snprintf(text, sizeof text,
+             "name: dup\noutput: %s\n"
+             "workloads:\n  - {name: a, model: %s, data_dir: %s}\n"
+             "  - {name: b, model: %s, data_dir: %s}\n"
+             "device:\n  kind: uniform\noperating_points:\n  ber: 0\n",
+             both, model_path, data_dir, model_path, data_dir);
+    snprintf(cfg, sizeof cfg, "%s", test_write_file("dup.yaml", text, strlen(text)));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -q", cfg), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "are the same model on the same data"));
+}
+
 void add_cli_suite(void) {
     TEST_SUITE("cli", {"version, help and usage", test_version_help_and_usage},
                {"sweep is deterministic and resumable", test_sweep_is_deterministic_and_resumable},
                {"bad input leaves the database untouched", test_bad_input_leaves_database_untouched},
                {"check and eval", test_check_and_eval},
-               {"memory layout and point lists", test_layout_and_point_lists});
+               {"memory layout and point lists", test_layout_and_point_lists},
+               {"several workloads in one sweep", test_several_workloads});
 }

@@ -94,7 +94,7 @@ static void test_record_then_replay_is_bit_identical(void) {
     CU_ASSERT_EQUAL_FATAL(sweep_plan_load(write_sweep("rec.yaml", "unused.db"), &plan, &err),
                           APX_OK);
     sweep_workload w;
-    CU_ASSERT_EQUAL_FATAL(sweep_workload_load(plan.model_path, plan.data_dir, "test", 0, &w, &err),
+    CU_ASSERT_EQUAL_FATAL(sweep_workload_load(plan.workloads[0].model_path, plan.workloads[0].data_dir, "test", 0, &w, &err),
                           APX_OK);
     size_t words = w.model.image_words;
     uint64_t *a = malloc(words * 8), *b = malloc(words * 8);
