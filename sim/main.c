@@ -379,8 +379,16 @@ static int cmd_sweep(int argc, char **argv) {
     }
     if (rc) return cli_report(NULL, &err);
     if (!quiet) {
-        printf("%zu jobs run, %zu already in the database, %.1f s\n\n", st.jobs_done,
+        printf("%zu jobs run, %zu already in the database, %.1f s\n", st.jobs_done,
                st.jobs_skipped, st.seconds);
+        double busy = st.seconds * st.threads;
+        if (st.jobs_done && busy > 0)
+            printf("time on %u thread%s: inference %.1f %%, fault maps %.1f %%, cost model "
+                   "%.1f %%, other (planning, store, scheduling) %.1f %%\n",
+                   st.threads, st.threads == 1 ? "" : "s", 100 * st.inference_seconds / busy,
+                   100 * st.fault_seconds / busy, 100 * st.cost_seconds / busy,
+                   100 * (1 - (st.inference_seconds + st.fault_seconds + st.cost_seconds) / busy));
+        printf("\n");
         if ((rc = cmd_query_print(db, "accuracy", STORE_TABLE))) return rc;
         printf("\nresults: %s\n", db);
     }

@@ -502,6 +502,7 @@ static int eval_job(const sweep_workload *w, const device *dev, const double *op
         res->n_layers = m->n_layers;
         fmap_free(&fm);
     }
+    res->fault_seconds = progress_now() - t0;
     uint32_t n = w->data.n;
     threads = sweep_threads(threads);
     if (threads > n) threads = n ? n : 1;
@@ -609,6 +610,7 @@ typedef struct pool {
     pthread_mutex_t lock;  /* guards next, done, db and the error */
     int rc;
     apx_error err;
+    double inference_s, fault_s, cost_s; /* sums over the jobs stored */
     sweep_progress_fn progress;
     void *ctx;
 } pool;
@@ -680,12 +682,19 @@ static void *worker(void *arg) {
         const sweep_workload *w = &P->w[j->wl];
         rc = eval_job(w, p->dev, op, &p->layout, &p->geo, p->base_addr, p->seed, j->chip, 1,
                       scratch, &r, 0, &err);
+        double t_cost = progress_now();
         if (rc == APX_OK)
             rc = sweep_job_cost(w, p->dev, op, &p->layout, &p->geo, p->base_addr, p->batch,
                                 &cost, &has_cost, &err);
+        t_cost = progress_now() - t_cost;
         pthread_mutex_lock(&P->lock);
         if (rc == APX_OK) rc = store_job(P, j, &r, &cost, has_cost, &err);
-        if (rc == APX_OK) P->done++;
+        if (rc == APX_OK) {
+            P->done++;
+            P->inference_s += r.seconds - r.fault_seconds;
+            P->fault_s += r.fault_seconds;
+            P->cost_s += t_cost;
+        }
         if (P->progress) P->progress(P->ctx, P->done, P->n_jobs);
         pthread_mutex_unlock(&P->lock);
     }
@@ -807,6 +816,10 @@ int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
     for (uint32_t t = 0; t < started; t++) pthread_join(tid[t], NULL);
     pthread_mutex_destroy(&P.lock);
     stats->jobs_done = P.done;
+    stats->threads = started ? started : 1;
+    stats->inference_seconds = P.inference_s;
+    stats->fault_seconds = P.fault_s;
+    stats->cost_seconds = P.cost_s;
     rc = P.rc;
     if (rc) *err = P.err;
     else if (P.done < P.n_jobs) rc = apx_fail(err, APX_EINTR, "sweep interrupted");

@@ -110,7 +110,8 @@ void sweep_workload_free(sweep_workload *w);
 typedef struct job_result {
     uint32_t n_samples, n_correct;
     uint64_t bits_exposed, faults, bits_changed;
-    double seconds;
+    double seconds;             /* the whole job */
+    double fault_seconds;       /* of which drawing and applying fault maps */
     /* The same counts per layer (their sums are the totals above); n_layers
      * is 0 without a device. */
     uint32_t n_layers;
@@ -140,7 +141,12 @@ int sweep_job_cost(const sweep_workload *w, const device *dev, const double *op,
 
 typedef struct sweep_stats {
     size_t jobs_total, jobs_done, jobs_skipped;
-    double seconds;
+    double seconds;             /* wall time of sweep_run */
+    /* Where the workers' time went (thread-seconds over the jobs run):
+     * inference, fault maps, the device's cost model; the rest of
+     * threads x seconds is planning, the store and scheduling. */
+    double inference_seconds, fault_seconds, cost_seconds;
+    uint32_t threads;
     int64_t run_id;
 } sweep_stats;
 
