@@ -672,6 +672,7 @@ static const struct command {
     {"query", cmd_query, "print results from a database (presets, SQL; table, CSV, JSON)"},
     {"check", cmd_check, "validate a sweep config or training recipe and show the plan"},
     {"merge", cmd_merge, "combine shard databases of a sweep into one"},
+    {"search", cmd_search, "lowest-energy operating point and per-layer partitions in a budget"},
     {"plot", cmd_plot, "draw SVG figures from a results database (accuracy, Pareto)"},
     {"record", cmd_record, "write the fault maps of a sweep's points and chips as .fmap files"},
     {"replay", cmd_replay, "evaluate a model with recorded .fmap fault maps"},
