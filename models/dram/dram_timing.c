@@ -289,9 +289,10 @@ static void refresh_rank(controller *c, uint32_t rank, uint64_t due, uint64_t li
             c->n.pre++;
             closed_at = max2(closed_at, pre);
             ref_at = max2(ref_at, pre + c->cy.rp);
-        } else {
-            ref_at = max2(ref_at, bank[b].next_act);
         }
+        /* REF waits like an ACT: tRC after the bank's last ACT, tRFC after
+         * the last REF */
+        ref_at = max2(ref_at, bank[b].next_act);
     }
     if (rk->active) {
         uint64_t until = closed_at < limit ? closed_at : limit;
