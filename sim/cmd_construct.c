@@ -210,7 +210,8 @@ static int run_boolean(const options *o, apx_error *err) {
         bnn_workspace_free(ws);
         if (!ws) rc = apx_fail(err, APX_EWORK, "out of memory checking the network");
         else if (right != d.n)
-            rc = apx_fail(err, APX_EWORK, "internal error: the network is wrong on %zu of %u inputs",
+            rc = apx_fail(err, APX_EWORK,
+                          "internal error: the network is wrong on %zu of %u inputs",
                           d.n - right, d.n);
     }
     if (rc == APX_OK) {

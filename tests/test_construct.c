@@ -330,6 +330,37 @@ static void test_lipschitz_builtins(void) {
     }
 }
 
+/* For n = 2, every one of the 65,536 8-bit inputs: exactly one detector
+ * fires, and it is the input's cell (construct_lip_check probes all but this
+ * exhaustive sweep, to stay fast on wide networks). */
+static void test_lipschitz_one_detector_all(void) {
+    apx_error err = {0};
+    construct_fn f;
+    construct_lip c;
+    bnn_model m, probe;
+    CU_ASSERT_EQUAL_FATAL(construct_fn_builtin("sine", 2, &f, &err), APX_OK);
+    CU_ASSERT_EQUAL_FATAL(construct_lip_plan(&f, NAN, 0.3, 10, &c, &err), APX_OK);
+    CU_ASSERT_EQUAL_FATAL(construct_lip_model(&c, "sine", &m, &err), APX_OK);
+    CU_ASSERT_EQUAL_FATAL(construct_probe(&m, 1, 0, &probe, &err), APX_OK);  /* incl. balancing */
+    bnn_workspace *ws = bnn_workspace_new(&probe);
+    uint32_t not_one = 0, wrong = 0;
+    for (uint32_t v = 0; v < 65536; v++) {
+        uint8_t px[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+        int32_t scores[33];
+        uint32_t index;
+        bnn_classify(&probe, probe.image, px, ws, scores);
+        if (construct_probe_read(&probe, scores, &index) != 1) not_one++;
+        else wrong += (int64_t)index != construct_lip_cell(&c, px);
+    }
+    CU_ASSERT_EQUAL(not_one, 0);
+    CU_ASSERT_EQUAL(wrong, 0);
+    bnn_workspace_free(ws);
+    bnn_free(&probe);
+    bnn_free(&m);
+    construct_lip_free(&c);
+    construct_fn_free(&f);
+}
+
 /* Halving delta roughly halves the worst cell error (facts 7.3 test c). */
 static void test_lipschitz_error_shrinks(void) {
     apx_error err = {0};
@@ -730,6 +761,7 @@ void add_construct_suite(void) {
                {"lipschitz: directions, W^-1 and rho", test_lipschitz_directions},
                {"lipschitz: delta in whole pixel steps", test_lipschitz_step},
                {"lipschitz: built-ins within the bound", test_lipschitz_builtins},
+               {"lipschitz: one detector on every 8-bit input", test_lipschitz_one_detector_all},
                {"lipschitz: error shrinks with delta", test_lipschitz_error_shrinks},
                {"lipschitz: x1^2 beats the 1/8 floor", test_square_beats_one_hidden_layer},
                {"lipschitz: piecewise-linear tables", test_table_function},

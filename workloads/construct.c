@@ -83,6 +83,7 @@ int construct_truth_parse(const char *text, size_t len, const char *name, constr
         if (ch == '\n') {
             line++, col = 0, comment = 0;
         } else if (comment || ch == ' ' || ch == '\t' || ch == '\r') {
+            /* whitespace and comments are skipped */
         } else if (ch == '#') {
             comment = 1;
         } else if (ch == '0' || ch == '1') {
@@ -606,7 +607,8 @@ int construct_lip_model(const construct_lip *c, const char *name, bnn_model *m,
     for (uint32_t d = 0; d < c->cells; d++) {
         uint64_t rest = c->cell_id[d];
         for (uint32_t i = 0; i < n; i++, rest /= K)
-            for (uint32_t k = 1; k <= rest % K; k++) bnn_weight_set(m, 1, d, i * (K - 1) + k - 1, 1);
+            for (uint32_t k = 1; k <= rest % K; k++)
+                bnn_weight_set(m, 1, d, i * (K - 1) + k - 1, 1);
         det->threshold[d] = (int32_t)M - 1;
     }
     for (uint32_t z = c->cells; z < width; z++) det->threshold[z] = (int32_t)M;
@@ -728,7 +730,8 @@ int construct_probe(const bnn_model *m, uint32_t layer, uint32_t keep, bnn_model
     }
     for (uint32_t j = 0; j < keep; j++) {
         bnn_weight_set(probe, layer + 1, 0, j, 1);
-        for (uint32_t b = 0; b < bits; b++) bnn_weight_set(probe, layer + 1, 1 + b, j, (int)(j >> b & 1));
+        for (uint32_t b = 0; b < bits; b++)
+            bnn_weight_set(probe, layer + 1, 1 + b, j, (int)(j >> b & 1));
     }
     return APX_OK;
 }
@@ -751,8 +754,9 @@ uint32_t construct_probe_read(const bnn_model *probe, const int32_t *scores, uin
 
 /* ---- the check ----------------------------------------------------------------- */
 
-/* The points to check: 8-bit inputs first (with a flag for threshold points),
- * then the real points (their x kept for f). */
+/* The points to check, in order: every 8-bit input (n <= 2), the other 8-bit
+ * inputs (cube corners, random, thresholds, cell corners), the real inputs
+ * rounded (their x kept for f). */
 typedef struct point_set {
     uint32_t n, count, cap, exhaustive, lattice, boundary;
     uint8_t *pixels;
@@ -1126,8 +1130,9 @@ char *construct_lip_yaml(const construct_lip *c, const bnn_model *m, const char 
             c->real_bound);
     if (check)
         fprintf(y, "check:\n  lattice_points: %llu\n  real_points: %llu\n  exhaustive: %s\n"
-                   "  probed_points: %llu\n  not_one_hot: %llu\n  wrong_cell: %llu\n  wrong_class: %llu\n"
-                   "  cell_error: %.17g\n  readout_error: %.17g\n  real_error: %.17g\n",
+                   "  probed_points: %llu\n  not_one_hot: %llu\n  wrong_cell: %llu\n"
+                   "  wrong_class: %llu\n  cell_error: %.17g\n  readout_error: %.17g\n"
+                   "  real_error: %.17g\n",
                 (unsigned long long)check->lattice_points,
                 (unsigned long long)check->real_points, check->exhaustive ? "true" : "false",
                 (unsigned long long)check->probed_points,
