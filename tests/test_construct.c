@@ -698,8 +698,8 @@ static void test_cli_construct(void) {
         "construct boolean -f parity -n 3 --table t -o %s",
         "construct boolean -f parity -n 3 -e 0.1 -o %s", "construct lipschitz -f square -n 2 -o %s",
         "construct lipschitz -f square -n 2 -e abc -o %s", "construct boolean -f parity -n 3",
-        "construct boolean --no-such-option x -o %s", "construct lipschitz -f max -n 2 -e 0.1 "
-        "-o %s extra"};
+        "construct boolean --no-such-option x -o %s",
+        "construct lipschitz -f max -n 2 -e 0.1 -o %s extra"};
     for (size_t i = 0; i < sizeof usage / sizeof usage[0]; i++) {
         char cmd[512];
         snprintf(cmd, sizeof cmd, usage[i], none);
