@@ -138,6 +138,59 @@ static const char *const migrations[] = {
     "JOIN evaluations AS e ON e.eval_key = l.eval_key\n"
     "JOIN operating_points AS o ON o.op_key = e.op_key\n"
     "GROUP BY e.campaign, e.workload, o.device, o.op_key, l.layer;\n",
+    /* 2 -> 3: energy and latency per inference (NULL where the device models
+     * no cost), the device's cost details, and per-model metrics (BET
+     * metrics, construction parameters). The two views gain columns at
+     * their end, so queries written for version 2 still work. */
+    "ALTER TABLE evaluations ADD COLUMN energy_pj REAL;\n"
+    "ALTER TABLE evaluations ADD COLUMN latency_ns REAL;\n"
+    "CREATE TABLE eval_costs (\n"
+    "    eval_key TEXT NOT NULL REFERENCES evaluations (eval_key),\n"
+    "    item     TEXT NOT NULL,\n"
+    "    value    REAL NOT NULL,\n"
+    "    PRIMARY KEY (eval_key, item)\n"
+    ") WITHOUT ROWID;\n"
+    "CREATE TABLE model_metrics (\n"
+    "    model_hash TEXT NOT NULL,\n"
+    "    dataset    TEXT NOT NULL,\n"
+    "    name       TEXT NOT NULL,\n"
+    "    layer      INTEGER NOT NULL CHECK (layer >= -1),\n"
+    "    value      REAL,\n"
+    "    PRIMARY KEY (model_hash, dataset, name, layer)\n"
+    ") WITHOUT ROWID;\n"
+    "DROP VIEW accuracy_by_point;\n"
+    "CREATE VIEW accuracy_by_point AS\n"
+    "SELECT e.campaign AS campaign, e.workload AS workload, e.dataset AS dataset,\n"
+    "       o.device AS device, o.op_key AS op_key, o.label AS label,\n"
+    "       o.sort_key AS sort_key,\n"
+    "       count(*) AS chips,\n"
+    "       CAST(sum(e.n_correct) AS REAL) / sum(e.n_samples) AS mean_accuracy,\n"
+    "       CASE WHEN count(*) > 1\n"
+    "            THEN sqrt((count(*) * sum(e.n_correct * e.n_correct)\n"
+    "                       - sum(e.n_correct) * sum(e.n_correct))\n"
+    "                      / (count(*) * (count(*) - 1.0))) / max(e.n_samples)\n"
+    "            ELSE 0.0 END AS std_accuracy,\n"
+    "       min(e.accuracy) AS min_accuracy,\n"
+    "       max(e.accuracy) AS max_accuracy,\n"
+    "       avg(CAST(e.faults_injected AS REAL) / nullif(e.bits_exposed, 0)) AS mean_ber,\n"
+    "       avg(e.energy_pj) AS energy_pj,\n"
+    "       avg(e.latency_ns) AS latency_ns,\n"
+    "       min(e.model_hash) AS model_hash\n"
+    "FROM evaluations AS e JOIN operating_points AS o ON o.op_key = e.op_key\n"
+    "GROUP BY e.campaign, e.workload, e.dataset, o.device, o.op_key;\n"
+    "DROP VIEW evaluations_flat;\n"
+    "CREATE VIEW evaluations_flat AS\n"
+    "SELECT e.eval_key AS eval_key, e.run_id AS run_id, e.campaign AS campaign,\n"
+    "       o.device AS device, e.op_key AS op_key, o.label AS label,\n"
+    "       o.sort_key AS sort_key, e.chip AS chip, e.workload AS workload,\n"
+    "       e.model_path AS model_path, e.model_hash AS model_hash,\n"
+    "       e.dataset AS dataset, e.n_samples AS n_samples,\n"
+    "       e.n_correct AS n_correct, e.accuracy AS accuracy,\n"
+    "       e.bits_exposed AS bits_exposed, e.faults_injected AS faults_injected,\n"
+    "       e.bits_changed AS bits_changed, e.seconds AS seconds,\n"
+    "       e.created_at AS created_at, e.energy_pj AS energy_pj,\n"
+    "       e.latency_ns AS latency_ns\n"
+    "FROM evaluations AS e JOIN operating_points AS o ON o.op_key = e.op_key;\n",
 };
 
 _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SCHEMA_VERSION,
@@ -163,6 +216,8 @@ enum stmt_id {
     ST_EVAL_EXISTS,
     ST_EVAL_COUNT,
     ST_LAYER_INSERT,
+    ST_COST_INSERT,
+    ST_METRIC_INSERT,
     ST_COUNT
 };
 
@@ -183,13 +238,18 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_EVAL_INSERT] =
         "INSERT INTO evaluations (eval_key, run_id, campaign, op_key, chip, workload,"
         " model_path, model_hash, dataset, n_samples, n_correct, accuracy,"
-        " bits_exposed, faults_injected, bits_changed, seconds, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " bits_exposed, faults_injected, bits_changed, seconds, created_at,"
+        " energy_pj, latency_ns)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (eval_key) DO NOTHING",
     [ST_EVAL_EXISTS] = "SELECT 1 FROM evaluations WHERE eval_key = ?",
     [ST_EVAL_COUNT] = "SELECT count(*) FROM evaluations",
     [ST_LAYER_INSERT] = "INSERT INTO layer_faults (eval_key, layer, bits_exposed,"
                         " faults_injected, bits_changed) VALUES (?, ?, ?, ?, ?)",
+    [ST_COST_INSERT] = "INSERT INTO eval_costs (eval_key, item, value) VALUES (?, ?, ?)",
+    [ST_METRIC_INSERT] = "INSERT INTO model_metrics (model_hash, dataset, name, layer, value)"
+                         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (model_hash, dataset, name, layer)"
+                         " DO UPDATE SET value = excluded.value",
 };
 
 struct store {
@@ -202,7 +262,24 @@ struct store {
      * cached statements private to the call that uses them. */
     pthread_mutex_t lock;
     sqlite3_stmt *stmts[ST_COUNT];
+    /* Named parameters (":budget") that store_print_query binds wherever a
+     * query uses them; unbound ones are NULL, which presets default. */
+    struct { char name[32]; double value; } params[4];
+    int n_params;
 };
+
+int store_set_param(store *s, const char *name, double value) {
+    if (strlen(name) + 2 > sizeof s->params[0].name) return -1;
+    for (int i = 0; i < s->n_params; i++)
+        if (!strcmp(s->params[i].name + 1, name)) {
+            s->params[i].value = value;
+            return 0;
+        }
+    if (s->n_params == (int)(sizeof s->params / sizeof s->params[0])) return -1;
+    snprintf(s->params[s->n_params].name, sizeof s->params[0].name, ":%s", name);
+    s->params[s->n_params++].value = value;
+    return 0;
+}
 
 /* Fails with the connection's current SQLite message and some context. */
 static int db_fail(store *s, apx_error *err, const char *what) {
@@ -648,6 +725,10 @@ static int put_eval_rows(store *s, const store_eval *e, int *inserted, apx_error
     sqlite3_bind_int64(st, 15, (int64_t)e->bits_changed);
     sqlite3_bind_double(st, 16, e->seconds);
     sqlite3_bind_text(st, 17, now, -1, SQLITE_STATIC);
+    if (e->has_cost) {
+        sqlite3_bind_double(st, 18, e->energy_pj);
+        sqlite3_bind_double(st, 19, e->latency_ns);
+    }
     int step = sqlite3_step(st);
     if (step == SQLITE_CONSTRAINT && strstr(sqlite3_errmsg(s->db), "FOREIGN KEY"))
         rc = apx_fail(err, APX_EINPUT, "%s: storing an evaluation: %s (is there a run %lld?)",
@@ -675,6 +756,18 @@ static int put_eval_rows(store *s, const store_eval *e, int *inserted, apx_error
             return apx_wrap(err, "layer %u: ", l);
         }
     }
+    for (int i = 0; i < e->n_costs; i++) {
+        if (!(st = get_stmt(s, ST_COST_INSERT, err))) return APX_EWORK;
+        sqlite3_bind_text(st, 1, e->eval_key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, e->cost_names[i], -1, SQLITE_STATIC);
+        sqlite3_bind_double(st, 3, e->cost_values[i]);
+        rc = sqlite3_step(st) == SQLITE_DONE ? APX_OK : db_fail(s, err, "storing a cost item");
+        done_stmt(st);
+        if (rc) {
+            *inserted = 0;
+            return apx_wrap(err, "cost item %s: ", e->cost_names[i]);
+        }
+    }
     return APX_OK;
 }
 
@@ -694,6 +787,32 @@ int store_put_eval(store *s, const store_eval *e, int *inserted, apx_error *err)
     }
     pthread_mutex_unlock(&s->lock);
     return rc;
+}
+
+int store_put_metrics(store *s, const char *model_hash, const char *dataset,
+                      const store_metric *m, size_t n, apx_error *err) {
+    if (!s || !model_hash || !dataset || (n && !m))
+        return apx_fail(err, APX_EINPUT, "store_put_metrics: missing argument");
+    pthread_mutex_lock(&s->lock);
+    int rc = exec_sql(s, "BEGIN IMMEDIATE", "starting a transaction", err);
+    for (size_t i = 0; rc == APX_OK && i < n; i++) {
+        sqlite3_stmt *st = get_stmt(s, ST_METRIC_INSERT, err);
+        if (!st) {
+            rc = APX_EWORK;
+            break;
+        }
+        sqlite3_bind_text(st, 1, model_hash, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, dataset, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, m[i].name, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 4, m[i].layer);
+        if (m[i].value == m[i].value) sqlite3_bind_double(st, 5, m[i].value);
+        rc = sqlite3_step(st) == SQLITE_DONE ? APX_OK : db_fail(s, err, "storing a metric");
+        done_stmt(st);
+    }
+    if (rc == APX_OK) rc = exec_sql(s, "COMMIT", "committing metrics", err);
+    if (rc != APX_OK) rollback(s);
+    pthread_mutex_unlock(&s->lock);
+    return rc ? apx_wrap(err, "metrics of model %s: ", model_hash) : APX_OK;
 }
 
 /* Runs a cached one-row, one-integer query with an optional text key. */
@@ -1097,8 +1216,11 @@ int store_merge(store *s, const char *shard_path, int64_t *added, apx_error *err
         [EVALS] = "INSERT OR IGNORE INTO main.evaluations SELECT * FROM shard.evaluations",
         /* version 2 */
         "INSERT OR IGNORE INTO main.layer_faults SELECT * FROM shard.layer_faults",
+        /* version 3 */
+        "INSERT OR IGNORE INTO main.eval_costs SELECT * FROM shard.eval_costs",
+        "INSERT OR IGNORE INTO main.model_metrics SELECT * FROM shard.model_metrics",
     };
-    _Static_assert(sizeof copy / sizeof copy[0] == 5 && STORE_SCHEMA_VERSION == 2,
+    _Static_assert(sizeof copy / sizeof copy[0] == 7 && STORE_SCHEMA_VERSION == 3,
                    "store_merge copies every table of the schema");
     rc = exec_sql(s, "BEGIN IMMEDIATE", "starting the merge", err);
     for (size_t i = 0; rc == APX_OK && i < sizeof copy / sizeof copy[0]; i++) {
@@ -1138,6 +1260,10 @@ int store_print_query(store *s, const char *sql, enum store_format fmt, FILE *ou
         rc = apx_fail(err, APX_EINPUT,
                       "query: the statement would change %s, which is open read-only", s->path);
     } else {
+        for (int i = 0; i < s->n_params; i++) {
+            int at = sqlite3_bind_parameter_index(st, s->params[i].name);
+            if (at) sqlite3_bind_double(st, at, s->params[i].value);
+        }
         rc = print_rows(s, st, fmt, out, err);
         /* A BEGIN (or SAVEPOINT) left open would swallow the next store_put_eval
          * into a transaction nobody commits. */

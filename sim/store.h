@@ -29,7 +29,7 @@
 
 #include "error.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /* A handle may be shared by threads: calls on it are serialized. */
 typedef struct store store;
@@ -92,12 +92,30 @@ typedef struct store_eval {
      * n_layers is 0), stored as layer_faults rows. */
     const store_layer_faults *layers;
     uint32_t n_layers;
+    /* Optional: what reading the weights costs per inference (device.h,
+     * device_cost), stored as energy_pj, latency_ns and eval_costs rows. */
+    int has_cost;
+    double energy_pj, latency_ns;
+    int n_costs;
+    const char *const *cost_names;
+    const double *cost_values;
 } store_eval;
 
 /* Stores one evaluation (its operating point, if new, and its layer rows) in
  * one transaction: all of it or nothing. *inserted is 0 when the key was
  * already there (nothing changed). */
 int store_put_eval(store *s, const store_eval *e, int *inserted, apx_error *err);
+
+/* One metric of a model on a data set (layer -1: the whole model). */
+typedef struct store_metric {
+    const char *name;
+    int layer;
+    double value;              /* NaN is stored as NULL */
+} store_metric;
+
+/* Stores (or replaces) a model's metrics in one transaction. */
+int store_put_metrics(store *s, const char *model_hash, const char *dataset,
+                      const store_metric *m, size_t n, apx_error *err);
 /* Whether an evaluation with this key exists. */
 int store_has_eval(store *s, const char *eval_key, int *exists, apx_error *err);
 /* Number of rows in evaluations. */
@@ -117,6 +135,11 @@ enum store_format { STORE_TABLE, STORE_CSV, STORE_JSON };
 /* Runs one SQL statement (a SELECT, or a preset's text) and prints its rows:
  * an aligned text table, RFC 4180 CSV with a header, or a JSON array of
  * objects. Statements that would write are refused on read-only handles. */
+/* Sets a named parameter (":name" in SQL) for the queries store_print_query
+ * runs from now on; a query that does not use it ignores it. Returns -1 if
+ * the name is too long or there are too many. */
+int store_set_param(store *s, const char *name, double value);
+
 int store_print_query(store *s, const char *sql, enum store_format fmt, FILE *out,
                       apx_error *err);
 

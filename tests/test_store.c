@@ -115,8 +115,8 @@ static int put(store *s, const store_eval *e, int *inserted, apx_error *err) {
 static void test_fresh_database(void) {
     const char *path = test_db_path("fresh.db");
     store *s = open_ok(path);
-    CU_ASSERT_EQUAL(store_schema_version(s), 2);
-    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n2\r\n"));
+    CU_ASSERT_EQUAL(store_schema_version(s), STORE_SCHEMA_VERSION);
+    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n3\r\n"));
     CU_ASSERT(query_equals(s, "PRAGMA journal_mode", "journal_mode\r\nwal\r\n"));
     CU_ASSERT(query_equals(s, "PRAGMA application_id", "application_id\r\n1095784531\r\n"));
     CU_ASSERT(query_equals(s, "PRAGMA foreign_keys", "foreign_keys\r\n1\r\n"));
@@ -125,8 +125,9 @@ static void test_fresh_database(void) {
     CU_ASSERT(query_equals(s,
                            "SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_master"
                            " WHERE type IN ('table', 'view') ORDER BY name)",
-                           "\"group_concat(name, ' ')\"\r\naccuracy_by_point evaluations "
-                           "evaluations_flat faults_by_layer layer_faults op_knobs operating_points runs\r\n"));
+                           "\"group_concat(name, ' ')\"\r\naccuracy_by_point eval_costs evaluations "
+                           "evaluations_flat faults_by_layer layer_faults model_metrics op_knobs "
+                           "operating_points runs\r\n"));
     int64_t n = -1;
     apx_error err = {0};
     CU_ASSERT(store_count_evals(s, &n, &err) == APX_OK && n == 0);
@@ -147,7 +148,7 @@ static void test_reopen_is_idempotent(void) {
 
     for (int round = 0; round < 2; round++) {
         s = open_ok(path);
-        CU_ASSERT_EQUAL(store_schema_version(s), 2);
+        CU_ASSERT_EQUAL(store_schema_version(s), STORE_SCHEMA_VERSION);
         char *schema2 = query(s, schema_sql, STORE_CSV, &err);
         CU_ASSERT(schema2 && strcmp(schema1, schema2) == 0);
         free(schema2);
@@ -156,7 +157,7 @@ static void test_reopen_is_idempotent(void) {
         store_close(s);
     }
     CU_ASSERT(store_open_readonly(path, &s, &err) == APX_OK);
-    CU_ASSERT_EQUAL(store_schema_version(s), 2);
+    CU_ASSERT_EQUAL(store_schema_version(s), STORE_SCHEMA_VERSION);
     int64_t n = 0;
     CU_ASSERT(store_count_evals(s, &n, &err) == APX_OK && n == 1);
     store_close(s);
@@ -479,8 +480,8 @@ static void test_foreign_sqlite_refused(void) {
 static void test_newer_version_refused(void) {
     const char *path = test_db_path("newer.db");
     store_close(open_ok(path));
-    make_sqlite_file(path, "PRAGMA user_version = 3;");
-    assert_refused(path, "was written by a newer apxsim (schema 3, this build knows 2)");
+    make_sqlite_file(path, "PRAGMA user_version = 4;");
+    assert_refused(path, "was written by a newer apxsim (schema 4, this build knows 3)");
 }
 
 static void test_garbage_refused(void) {
@@ -545,7 +546,7 @@ static void test_readonly_refuses_writes(void) {
     e.eval_key = "k2";
     CU_ASSERT_NOT_EQUAL(put(s, &e, &inserted, &err), APX_OK);
     CU_ASSERT(query_equals(s, "SELECT count(*) AS n FROM evaluations", "n\r\n1\r\n"));
-    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n2\r\n"));
+    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n3\r\n"));
     CU_ASSERT(query_equals(s, "SELECT label FROM operating_points", "label\r\nber\r\n"));
     store_close(s);
 }
@@ -738,11 +739,11 @@ static void test_migrate_v1(void) {
     CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n1\r\n"));
     store_close(s);
 
-    /* Open for writing: migrated to 2, rows kept, the new table and view
+    /* Open for writing: migrated to the current version, rows kept, the new table and view
      * there, and a layer row can be added to the old evaluation's key. */
     s = open_ok(path);
-    CU_ASSERT_EQUAL(store_schema_version(s), 2);
-    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n2\r\n"));
+    CU_ASSERT_EQUAL(store_schema_version(s), STORE_SCHEMA_VERSION);
+    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n3\r\n"));
     CU_ASSERT(query_equals(s, row_sql, row));
     CU_ASSERT_EQUAL(count_rows(s, "runs"), 1);
     CU_ASSERT_EQUAL(count_rows(s, "op_knobs"), 1);
@@ -986,6 +987,80 @@ static void test_concurrent_writers(void) {
     store_close(b);
 }
 
+/* An evaluation with a cost: energy_pj e and latency 2e, two detail items. */
+static store_eval cost_eval(const char *key, int64_t run, const char *op_key,
+                            const double *ber, uint32_t chip, uint32_t correct, double e) {
+    static const char *const names[] = {"act", "energy_act_pj"};
+    static double values[2] = {3, 7.5};
+    store_eval ev = ber_eval(key, run, op_key, ber, chip, correct);
+    ev.has_cost = 1;
+    ev.energy_pj = e;
+    ev.latency_ns = 2 * e;
+    ev.n_costs = 2;
+    ev.cost_names = names;
+    ev.cost_values = values;
+    return ev;
+}
+
+/* Costs land with their evaluation and in the views; the pareto and best
+ * presets pick the right points; metrics are replaced, not duplicated; merge
+ * copies both. */
+static void test_costs_and_presets(void) {
+    const char *path = test_db_path("costs.db");
+    store *s = open_ok(path);
+    apx_error err = {0};
+    int64_t run = begin_run(s);
+    /* Three points: p0 expensive and best (9 of 10), p1 cheaper at 8.5 of 10
+     * (mean over two chips), p2 cheapest at 5 of 10. */
+    double b0 = 0, b1 = 0.01, b2 = 0.1;
+    store_eval evs[] = {cost_eval("k0", run, "p0", &b0, 0, 9, 100),
+                        cost_eval("k1", run, "p1", &b1, 0, 9, 60),
+                        cost_eval("k2", run, "p1", &b1, 1, 8, 60),
+                        cost_eval("k3", run, "p2", &b2, 0, 5, 30)};
+    for (size_t i = 0; i < 4; i++) CU_ASSERT(put(s, &evs[i], NULL, &err) == APX_OK);
+    CU_ASSERT_EQUAL(count_rows(s, "eval_costs"), 8);
+    CU_ASSERT(query_equals(s, "SELECT label, energy_pj, latency_ns FROM accuracy_by_point"
+                              " ORDER BY energy_pj",
+                           "label,energy_pj,latency_ns\r\nber,30.0,60.0\r\nber,60.0,120.0\r\n"
+                           "ber,100.0,200.0\r\n"));
+    /* Every point is on the front: cheaper points are less accurate. */
+    CU_ASSERT(query_equals(s, "SELECT count(*) AS n FROM (" "SELECT 1 FROM accuracy_by_point)",
+                           "n\r\n3\r\n"));
+    char *front = query(s, store_preset_sql("pareto"), STORE_CSV, &err);
+    CU_ASSERT(front && strstr(front, ",30.0,") && strstr(front, ",60.0,") &&
+              strstr(front, ",100.0,"));
+    free(front);
+    /* Budget 0.01: only p0 (0.9) qualifies against the reference 0.9; budget
+     * 0.05 admits p1 (0.85), saving 40 %. */
+    char *best = query(s, store_preset_sql("best"), STORE_CSV, &err);
+    CU_ASSERT(best && strstr(best, ",100.0,100.0,0.0,"));
+    free(best);
+    CU_ASSERT(store_set_param(s, "budget", 0.05) == 0);
+    best = query(s, store_preset_sql("best"), STORE_CSV, &err);
+    CU_ASSERT(best && strstr(best, ",60.0,100.0,0.4"));
+    free(best);
+
+    store_metric m[] = {{"margin_mean", 0, 3.5}, {"margin_mean", -1, 2.0}, {"k_tol_p50", 1, NAN}};
+    CU_ASSERT(store_put_metrics(s, "h1", "fashion-mnist/test", m, 3, &err) == APX_OK);
+    m[0].value = 4.5;
+    CU_ASSERT(store_put_metrics(s, "h1", "fashion-mnist/test", m, 1, &err) == APX_OK);
+    CU_ASSERT_EQUAL(count_rows(s, "model_metrics"), 3);
+    CU_ASSERT(query_equals(s, "SELECT value FROM model_metrics WHERE layer = 0",
+                           "value\r\n4.5\r\n"));
+    CU_ASSERT(query_equals(s, "SELECT count(*) AS n FROM model_metrics WHERE value IS NULL",
+                           "n\r\n1\r\n"));
+
+    char merged[600];
+    snprintf(merged, sizeof merged, "%s", test_db_path("costs-merged.db"));
+    store *all = open_ok(merged);
+    int64_t added = 0;
+    CU_ASSERT(store_merge(all, path, &added, &err) == APX_OK && added == 4);
+    CU_ASSERT_EQUAL(count_rows(all, "eval_costs"), 8);
+    CU_ASSERT_EQUAL(count_rows(all, "model_metrics"), 3);
+    store_close(all);
+    store_close(s);
+}
+
 void add_store_suite(void) {
     TEST_SUITE("store",
                {"fresh database: version 2, WAL, pragmas, tables", test_fresh_database},
@@ -1006,5 +1081,6 @@ void add_store_suite(void) {
                {"a version 1 database migrates to 2 and keeps its rows", test_migrate_v1},
                {"layer rows land with their evaluation, or nothing does", test_layer_faults},
                {"faults_by_layer and the faults preset", test_faults_by_layer},
-               {"merge copies layer faults", test_merge_layer_faults});
+               {"merge copies layer faults", test_merge_layer_faults},
+               {"costs, metrics and the pareto and best presets", test_costs_and_presets});
 }
