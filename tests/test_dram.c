@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "../models/device.h"
+#include "../models/dram/dram_energy.h"
 #include "../models/dram/dram_errors.h"
 #include "../sim/rng.h"
 #include "tests.h"
@@ -822,6 +823,45 @@ static void test_device_from_the_shipped_config(void) {
     fmap_free(&m);
 }
 
+/* The cost op is dram_cost_of with the op's vdd, trcd, trp, tras and trefw
+ * in that order, the same for every chip (it has no chip). */
+static void test_device_cost(void) {
+    apx_error err = {0};
+    cfg_doc *doc = cfg_load_file(APXSIM_SOURCE_ROOT "/configs/devices/ddr4-2400-8gb-x8.yaml",
+                                 &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(doc);
+    device *d = NULL;
+    CU_ASSERT_EQUAL_FATAL(device_create(cfg_root(doc), &d, &err), APX_OK);
+    dram_timing t;
+    dram_power pw;
+    CU_ASSERT_EQUAL_FATAL(dram_timing_from_yaml(cfg_find(cfg_root(doc), "timing"), &t, &err),
+                          APX_OK);
+    CU_ASSERT_EQUAL_FATAL(dram_power_from_yaml(cfg_find(cfg_root(doc), "power"), &pw, &err),
+                          APX_OK);
+    geometry g;
+    geometry_default(&g);
+    device_region w[2] = {{0, 2048, 784, 0, 13 * 8, &g}, {1, 2048, 2048, 2048 * 104, 256, &g}};
+    double op[DK_COUNT] = {1.1, 10, 12, 30, 128, 55, 0};
+    device_cost via_device, direct, swapped;
+    CU_ASSERT_EQUAL(d->ops->cost(d, op, w, 2, 4, &via_device, &err), APX_OK);
+    CU_ASSERT_EQUAL(dram_cost_of(&pw, &t, 1.1, 10, 12, 30, 128, w, 2, 4, &direct, &err), APX_OK);
+    CU_ASSERT(via_device.energy_pj > 0 && via_device.latency_ns > 0);
+    CU_ASSERT_DOUBLE_EQUAL(via_device.energy_pj, direct.energy_pj, 0);
+    CU_ASSERT_DOUBLE_EQUAL(via_device.latency_ns, direct.latency_ns, 0);
+    CU_ASSERT_EQUAL(via_device.n_items, direct.n_items);
+    /* a run with other knobs in those places is another cost, so the
+     * equality above pins the order */
+    CU_ASSERT_EQUAL(dram_cost_of(&pw, &t, 1.2, 12, 10, 30, 64, w, 2, 4, &swapped, &err), APX_OK);
+    CU_ASSERT(swapped.energy_pj != direct.energy_pj);
+    /* the error knobs (temperature, time) do not change the cost */
+    op[DK_TEMP] = 85;
+    op[DK_TIME] = 1e4;
+    CU_ASSERT_EQUAL(d->ops->cost(d, op, w, 2, 4, &swapped, &err), APX_OK);
+    CU_ASSERT_DOUBLE_EQUAL(swapped.energy_pj, direct.energy_pj, 0);
+    device_destroy(d);
+    cfg_free(doc);
+}
+
 static void expect_device_error(const char *yaml, const char *fragment) {
     apx_error err = {0};
     cfg_doc *doc = cfg_load_string(yaml, strlen(yaml), "dev.yaml", &err);
@@ -841,7 +881,9 @@ static void test_device_yaml_errors(void) {
     expect_device_error("kind: dram\nerrorz: {}\n", "did you mean 'errors'");
     expect_device_error("kind: dram\nnominal_temperature: 200\n"
                         "timing: {trcd: 13, trp: 13, tras: 32}\npower: {vdd: 1.2}\n",
-                        "nominal_temperature");
+                        "dev.yaml:2:22: 'nominal_temperature'");
+    expect_device_error("kind: dram\ntiming: {trcd: 13, trp: 13, tras: 32}\npower: {vdd: 1.2}\n",
+                        "dev.yaml:2:9:");  /* the timing section is incomplete */
 }
 
 void add_dram_suite(void) {
@@ -863,5 +905,6 @@ void add_dram_suite(void) {
                {"YAML errors", test_yaml_errors},
                {"bad regions and points", test_bad_regions_and_points},
                {"device from the shipped config", test_device_from_the_shipped_config},
+               {"device cost", test_device_cost},
                {"device YAML errors", test_device_yaml_errors});
 }
