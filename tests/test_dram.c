@@ -820,6 +820,13 @@ static void test_device_from_the_shipped_config(void) {
     op[DK_TRCD] = 13.328;
     op[DK_VDD] = 0.96;   /* below the sensing threshold */
     CU_ASSERT_EQUAL(d->ops->check_point(d, op, NULL, &err), APX_EINPUT);
+    /* a 1 ms refresh window makes tREFI (122 ns) shorter than 2 tRFC */
+    op[DK_VDD] = 1.2;
+    op[DK_TREFW] = 1;
+    CU_ASSERT_EQUAL(d->ops->check_point(d, op, NULL, &err), APX_EINPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "the point's timing"));
+    op[DK_TREFW] = 5000;  /* long windows are fine */
+    CU_ASSERT_EQUAL(d->ops->check_point(d, op, NULL, &err), APX_OK);
     device_destroy(d);
     cfg_free(doc);
     fmap_free(&m);
