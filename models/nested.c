@@ -36,6 +36,22 @@ static void levels_init(void) {
     }
 }
 
+/* (1 - rate_k)^n less a margin, per level, for the last n a thread asked
+ * about (devices draw many blocks of one size): below it, level k has no
+ * member among n positions. */
+static _Thread_local uint64_t none_n;
+static _Thread_local double none_cache[NESTED_LEVELS + 1];
+
+static double none_below(uint64_t n, int k) {
+    if (n != none_n) {
+        for (int i = 0; i <= NESTED_LEVELS; i++)
+            none_cache[i] = levels[i].rate < 1.0 ? exp((double)n * levels[i].log_keep) * (1 - 1e-9)
+                                                 : 0.0;
+        none_n = n;
+    }
+    return none_cache[k];
+}
+
 /* A member of level k: its u, uniform within the level, from the position's
  * own counter so that it does not depend on which positions were drawn. */
 static double level_u(rng_key key, int k, uint64_t pos) {
@@ -79,9 +95,15 @@ static int draw_level(rng_key key, int k, uint64_t n, const nested_list *rarer, 
     rng_stream s;
     rng_stream_at(&s, key, (uint32_t)k, 0);
     double log_keep = levels[k].log_keep;
+    /* Most rare levels have no member among n positions: the first gap
+     * reaches n iff U <= (1 - rate)^n. Deciding that without the log when U
+     * is clearly below that bound (a margin far above the rounding of log
+     * and exp) changes no outcome and saves a log per empty level. */
+    double first = rng_open01(&s);
+    if (first < none_below(n, k)) return 0;
     uint64_t pos = 0; /* next candidate */
-    for (;;) {
-        double gap = floor(log(rng_open01(&s)) / log_keep);
+    for (int drawn = 1;; drawn = 0) {
+        double gap = floor(log(drawn ? first : rng_open01(&s)) / log_keep);
         if (gap >= (double)(n - pos)) break;
         uint64_t b = pos + (uint64_t)gap;
         while (r < rarer->n && rarer->v[r].pos < b) r++;
