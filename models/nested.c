@@ -13,8 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The counter domain of a member's exact u in level k. */
+/* The counter domains of a member's exact u in level k, and of the
+ * uniforms that decide whether a level has members. */
 #define DOMAIN_LEVEL_U 0x10000u
+#define DOMAIN_FIRST 0x20000u
 
 /* Level k: u in [lo, lo + width); the skipping rate among positions not in
  * a rarer level, and log(1 - rate) for the gaps. */
@@ -36,20 +38,29 @@ static void levels_init(void) {
     }
 }
 
-/* (1 - rate_k)^n less a margin, per level, for the last n a thread asked
- * about (devices draw many blocks of one size): below it, level k has no
- * member among n positions. */
-static _Thread_local uint64_t none_n;
-static _Thread_local double none_cache[NESTED_LEVELS + 1];
+/* P(level k has a member among n positions) = 1 - (1 - rate_k)^n, per
+ * level, for the last n a thread asked about (devices draw many blocks of
+ * one size). */
+static _Thread_local uint64_t any_n;
+static _Thread_local double any_cache[NESTED_LEVELS + 1];
 
-static double none_below(uint64_t n, int k) {
-    if (n != none_n) {
+static const double *p_any(uint64_t n) {
+    if (n != any_n) {
         for (int i = 0; i <= NESTED_LEVELS; i++)
-            none_cache[i] = levels[i].rate < 1.0 ? exp((double)n * levels[i].log_keep) * (1 - 1e-9)
-                                                 : 0.0;
-        none_n = n;
+            any_cache[i] = levels[i].rate < 1.0 ? -expm1((double)n * levels[i].log_keep) : 1.0;
+        any_n = n;
     }
-    return none_cache[k];
+    return any_cache;
+}
+
+/* The uniform in [0, 1) that decides whether level k has any member: two
+ * levels per Philox block, so that the many empty rare levels of a small
+ * region cost half a block each and no logarithm. */
+static double first_unit(rng_key key, int k) {
+    rng_ctr c = {{(uint32_t)(k / 2), 0, DOMAIN_FIRST, 0}};
+    rng_ctr r = philox4x32(c, key);
+    uint32_t hi = r.c[(k & 1) * 2], lo = r.c[(k & 1) * 2 + 1];
+    return (double)(((uint64_t)hi << 21) ^ lo) * 0x1.0p-53;
 }
 
 /* A member of level k: its u, uniform within the level, from the position's
@@ -92,18 +103,19 @@ static int draw_level(rng_key key, int k, uint64_t n, const nested_list *rarer, 
         }
         return 0;
     }
+    /* Whether the level has any member among the n positions (rare levels
+     * mostly have none); if it has, the first gap is geometric truncated to
+     * [0, n), the later ones plain geometric, from the level's own stream. */
+    double any = p_any(n)[k];
+    if (!(first_unit(key, k) < any)) return 0;
     rng_stream s;
     rng_stream_at(&s, key, (uint32_t)k, 0);
     double log_keep = levels[k].log_keep;
-    /* Most rare levels have no member among n positions: the first gap
-     * reaches n iff U <= (1 - rate)^n. Deciding that without the log when U
-     * is clearly below that bound (a margin far above the rounding of log
-     * and exp) changes no outcome and saves a log per empty level. */
-    double first = rng_open01(&s);
-    if (first < none_below(n, k)) return 0;
     uint64_t pos = 0; /* next candidate */
-    for (int drawn = 1;; drawn = 0) {
-        double gap = floor(log(drawn ? first : rng_open01(&s)) / log_keep);
+    for (int first = 1;; first = 0) {
+        double v = rng_open01(&s);
+        double gap = floor((first ? log1p(-v * any) : log(v)) / log_keep);
+        if (first && gap >= (double)n) gap = (double)n - 1; /* rounding at the top */
         if (gap >= (double)(n - pos)) break;
         uint64_t b = pos + (uint64_t)gap;
         while (r < rarer->n && rarer->v[r].pos < b) r++;

@@ -56,10 +56,20 @@ static size_t reference_draw(rng_key key, uint64_t n, double q, uint64_t *pos, d
             for (uint64_t b = 0; b < n; b++)
                 if (!in_sorted(&rarer, b)) members[m++] = b;
         } else {
+            /* any member? one uniform from the (k / 2)-th block of domain
+             * 0x20000, two levels per block; then a first gap truncated to
+             * [0, n) and plain gaps after it */
+            double any = -expm1((double)n * log1p(-rate));
+            rng_ctr c = {{(uint32_t)(k / 2), 0, 0x20000u, 0}};
+            rng_ctr r = philox4x32(c, key);
+            double first = (double)(((uint64_t)r.c[(k & 1) * 2] << 21) ^ r.c[(k & 1) * 2 + 1]) *
+                           0x1.0p-53;
             rng_stream s;
             rng_stream_at(&s, key, (uint32_t)k, 0);
-            for (uint64_t p = 0;;) {
-                double gap = floor(log(rng_open01(&s)) / log1p(-rate));
+            for (uint64_t p = 0; first < any;) {
+                double v = rng_open01(&s);
+                double gap = floor((p == 0 ? log1p(-v * any) : log(v)) / log1p(-rate));
+                if (p == 0 && gap >= (double)n) gap = (double)n - 1;
                 if (gap >= (double)(n - p)) break;
                 uint64_t b = p + (uint64_t)gap;
                 if (!in_sorted(&rarer, b)) members[m++] = b;
