@@ -774,8 +774,8 @@ static void test_recipe_yaml(void) {
         "layers: [784, 2048, 12]\n",       /* last != 10 */
         "layers: [784, 0, 10]\n",          /* empty layer */
         "layers: 784\n",                   /* not a list */
-        "layers: [784, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, "
-        "2048, 2048, 2048, 2048, 2048, 10]\n",  /* more than TRAIN_MAX_LAYERS layers */
+        ("layers: [784, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, "
+         "2048, 2048, 2048, 2048, 2048, 10]\n"),  /* more than TRAIN_MAX_LAYERS layers */
     };
     for (size_t i = 0; i < sizeof bad_layers / sizeof bad_layers[0]; i++) {
         err.msg[0] = 0;
