@@ -1018,6 +1018,60 @@ static void test_shipped_recipe(void) {
     cfg_free(doc);
 }
 
+/* Every zoo recipe parses, names itself and its output after its file, and
+ * carries the settings its name promises (facts bnn.md 4.2-4.7): flipNN at
+ * BER 0.NN with the named gradient, drawn per batch; mhl with b = 128; reg a
+ * and b at lambda 0.1 and 1 with b_h = 0.1; the FC or VGG3 network. */
+static void test_zoo_recipes(void) {
+    static const char *const archs[] = {"fc", "vgg3"};
+    static const char *const variants[] = {"flip01-mask", "flip01-ste", "flip05-mask",
+                                           "flip05-ste",  "flip10-mask", "flip10-ste",
+                                           "mhl",         "rega",        "regb"};
+    for (int a = 0; a < 2; a++)
+        for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+            char name[64], path[512], output[128];
+            snprintf(name, sizeof name, "fmnist-%s-%s", archs[a], variants[v]);
+            snprintf(path, sizeof path, "%s/configs/workloads/%s.yaml", APXSIM_SOURCE_ROOT, name);
+            snprintf(output, sizeof output, "workloads/zoo/%s.bnn", name);
+            apx_error err = {0};
+            cfg_doc *doc = cfg_load_file(path, &err);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(doc);
+            train_recipe r;
+            int rc = train_recipe_from_yaml(cfg_root(doc), &r, &err);
+            if (rc) fprintf(stderr, "\n  %s", err.msg);
+            CU_ASSERT_EQUAL_FATAL(rc, APX_OK);
+            CU_ASSERT_STRING_EQUAL(r.name, name);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(r.output);
+            CU_ASSERT_STRING_EQUAL(r.output, output);
+            CU_ASSERT(r.seed == 1 && r.batch == 256 && r.lr == 1e-3 && r.lr_gamma == 0.5);
+            if (a == 0) {
+                CU_ASSERT(r.n_widths == 4 && r.widths[1] == 2048 && !r.conv[0] &&
+                          r.epochs == 15 && r.lr_step == 4 && r.bn_recalibrate == 0);
+            } else {
+                CU_ASSERT(r.n_widths == 5 && r.conv[0] && r.conv[1] && r.pool[0] == 2 &&
+                          r.epochs == 10 && r.lr_step == 3 && r.bn_recalibrate == 10000);
+            }
+            const char *var = variants[v];
+            if (!strncmp(var, "flip", 4)) {
+                double p = (var[4] - '0') * 0.1 + (var[5] - '0') * 0.01;
+                int mask = strstr(var, "mask") != NULL;
+                CU_ASSERT(r.flip.on && !r.flip.persistent && !r.flip.device &&
+                          r.flip.n_steps == 1);
+                CU_ASSERT_DOUBLE_EQUAL(r.flip.step[0].p, p, 1e-12);
+                CU_ASSERT_EQUAL(r.flip.gradient, mask ? TRAIN_FLIP_MASK : TRAIN_FLIP_STE);
+                CU_ASSERT(r.loss == TRAIN_LOSS_CE && r.reg_lambda == 0);
+            } else {
+                CU_ASSERT(!r.flip.on);
+                CU_ASSERT_EQUAL(r.loss, !strcmp(var, "mhl") ? TRAIN_LOSS_MHL : TRAIN_LOSS_CE);
+                CU_ASSERT_EQUAL(r.mhl_margin, 128);
+                CU_ASSERT_EQUAL(r.reg_lambda, !strcmp(var, "rega") ? 0.1
+                                              : !strcmp(var, "regb") ? 1.0 : 0.0);
+                if (r.reg_lambda > 0) CU_ASSERT_EQUAL(r.reg_margin, 0.1);
+            }
+            cfg_free(doc);
+        }
+}
+
 /* The shipped VGG3 model has the architecture of its recipe and, where
  * Fashion-MNIST is installed, classifies the first 1000 test images about as
  * well as the full test set (>= 88 %; the whole set scores >= 90 %, see the
@@ -1792,6 +1846,7 @@ void add_train_suite(void) {
                {"recipe YAML: flips, losses, regularizer", test_recipe_flip_yaml},
                {"shipped recipes", test_shipped_recipe},
                {"shipped VGG3 model", test_shipped_vgg3_model},
+               {"zoo recipes", test_zoo_recipes},
                {"MHL value and gradient", test_mhl_gradient},
                {"margin regularizer value and gradient", test_margin_reg_gradient},
                {"flip gradients: mask inverts, STE passes", test_flip_gradient_mask_vs_ste},
