@@ -1302,7 +1302,8 @@ static void test_flip_gradient_mask_vs_ste(void) {
         free(mask[l]);
     }
     CU_ASSERT_EQUAL(bad, 0);
-    if (!(nonzero > flipped / 2)) fprintf(stderr, "\n  %u of %u flipped gradients nonzero", nonzero, flipped);
+    if (!(nonzero > flipped / 2))
+        fprintf(stderr, "\n  %u of %u flipped gradients nonzero", nonzero, flipped);
     CU_ASSERT(flipped == 8 + 6 + 4 && nonzero > flipped / 2);
     train_net_free(net);
 }
@@ -1553,10 +1554,11 @@ static void test_flips_from_faults(void) {
     for (uint64_t b = 0; b < 4; b++) CU_ASSERT_EQUAL(fmap_push(&fm, b, FAULT_STUCK0, &err), APX_OK);
     net->scale = -1.0f;
     CU_ASSERT_EQUAL_FATAL(train_layer_flips_from_faults(net, 1, &fm, &err), APX_OK);
-    CU_ASSERT(net->layer[1].n_flip == 2 && net->layer[1].flip[0] == 1 && net->layer[1].flip[1] == 3);
+    const train_layer *out = &net->layer[1];
+    CU_ASSERT(out->n_flip == 2 && out->flip[0] == 1 && out->flip[1] == 3);
     net->scale = 1.0f;
     CU_ASSERT_EQUAL_FATAL(train_layer_flips_from_faults(net, 1, &fm, &err), APX_OK);
-    CU_ASSERT(net->layer[1].n_flip == 2 && net->layer[1].flip[0] == 0 && net->layer[1].flip[1] == 2);
+    CU_ASSERT(out->n_flip == 2 && out->flip[0] == 0 && out->flip[1] == 2);
     /* A map of the wrong size is refused. */
     CU_ASSERT_EQUAL(train_layer_flips_from_faults(net, 0, &fm, &err), APX_EWORK);
     fmap_free(&fm);

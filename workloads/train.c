@@ -5,7 +5,8 @@
  * sections 1 and 5): Conv3x3 (binarised weights, no bias, zero padding) ->
  * [MaxPool2] -> BatchNorm2d -> Hardtanh -> sign for every conv layer, Linear
  * (binarised weights, no bias) -> BatchNorm1d -> Hardtanh -> sign for every
- * hidden dense layer, last Linear -> * Scale -> softmax cross-entropy.
+ * hidden dense layer, last Linear -> * Scale -> softmax cross-entropy or the
+ * modified hinge loss. docs/training.md has the formulas of every mode.
  * Choices the facts leave open, and what this file does:
  *   - Weight clip: latent weights are clamped to [-weight_clip, weight_clip]
  *     after every step (BinaryConnect). The group's `Clippy` meant to do the
@@ -28,6 +29,18 @@
  *     exporting the momentum averages, which mix batch statistics of weights
  *     from the last ~1/momentum steps and were computed on inputs normalised
  *     with batch (not running) statistics of the layers before.
+ *   - Flip training (facts 4.2-4.4) flips the binarised copy wb in place for
+ *     one batch: the forward GEMMs and the backward GEMM that carries the
+ *     gradient to a layer's input see the flipped weights (the true gradient
+ *     of the faulty network); dW = dA^T X is the gradient of the flipped
+ *     weight, negated at the flips for the mask variant and kept for STE.
+ *     Adam's refresh of wb from the latent weights ends the flips, so no
+ *     restore pass is needed. Flips hit every layer, first and last included
+ *     (facts 4.2 item 3); never the thresholds (DESIGN: exact memory).
+ *   - MHL's hinge passes gradient where b - t y >= 0, as PyTorch's
+ *     clamp(min=0) in the group's binary_hingeloss; the margin regularizer
+ *     (facts 4.7 only suggests it) is normalised per hidden output and fan-in
+ *     and differentiated exactly through the batch statistics.
  * Activations are HWC per sample (channel fastest), so a conv layer is one
  * GEMM of its im2col rows (one per output position) with the [out x 9*in_c]
  * weights, whose columns are ordered (kh * 3 + kw) * in_c + c as the packed
@@ -307,7 +320,8 @@ static int read_curriculum(const cfg_node *cur, const device *dev, train_recipe 
         st->epoch = (uint32_t)e;
         if (dev) {
             const cfg_node *op = cfg_find(item, "operating_point");
-            if (!op) return cfg_fail(item, err, "curriculum step %zu needs 'operating_point'", i + 1);
+            if (!op)
+                return cfg_fail(item, err, "curriculum step %zu needs 'operating_point'", i + 1);
             if (read_point(op, dev, st->op, err)) return err->code;
         } else if (cfg_get_double(item, "p", 1, 0.0, 0.0, 1.0, &st->p, err)) {
             return err->code;
@@ -369,7 +383,8 @@ static int read_flip(const cfg_node *fl, train_recipe *r, apx_error *err) {
     device *dev = NULL;
     if (device_create(dev_at, &dev, err)) return err->code;
     int rc = read_memory(mem, f, err);
-    if (rc == APX_OK) rc = cur ? read_curriculum(cur, dev, r, err) : read_point(op, dev, f->step[0].op, err);
+    if (rc == APX_OK)
+        rc = cur ? read_curriculum(cur, dev, r, err) : read_point(op, dev, f->step[0].op, err);
     if (rc == APX_OK && !cur) f->n_steps = 1;
     device_destroy(dev);
     f->device = dev_at;
@@ -1351,7 +1366,8 @@ int train_net_recalibrate_bn_ber(train_net *net, const dataset *d, uint32_t n, u
 void train_net_recalibrate_bn(train_net *net, const dataset *d, uint32_t n, uint32_t count) {
     apx_error err;
     rng_key none = {{0, 0}};
-    (void)train_net_recalibrate_bn_ber(net, d, n, count, 0.0, none, &err);  /* no draws: cannot fail */
+    /* Without flips nothing is drawn or allocated, so this cannot fail. */
+    (void)train_net_recalibrate_bn_ber(net, d, n, count, 0.0, none, &err);
 }
 
 int train_net_model(const train_net *net, const char *name, bnn_model *m, apx_error *err) {

@@ -98,8 +98,9 @@ int train_check_layers(const train_recipe *r, uint32_t in_rows, uint32_t in_cols
                        uint32_t *bad_layer, apx_error *err);
 
 /* Allocates the network of r's layer list (and bn_eps, bn_momentum,
- * weight_clip, loss, mhl_margin, reg_lambda, reg_margin, flip gradient) for in_rows x in_cols images and batches of up to max_batch
- * (>= 2) samples, and initialises it with r->seed (train_net_init). */
+ * weight_clip, loss, mhl_margin, reg_lambda, reg_margin, flip gradient) for
+ * in_rows x in_cols images and batches of up to max_batch (>= 2) samples,
+ * and initialises it with r->seed (train_net_init). */
 train_net *train_net_new(const train_recipe *r, uint32_t in_rows, uint32_t in_cols,
                          uint32_t max_batch, apx_error *err);
 void train_net_free(train_net *net);
