@@ -1020,8 +1020,9 @@ static void test_shipped_recipe(void) {
 
 /* Every zoo recipe parses, names itself and its output after its file, and
  * carries the settings its name promises (facts bnn.md 4.2-4.7): flipNN at
- * BER 0.NN with the named gradient, drawn per batch; mhl with b = 128; reg a
- * and b at lambda 0.1 and 1 with b_h = 0.1; the FC or VGG3 network. */
+ * BER 0.NN with the named gradient, drawn per batch (VGG3: BN re-estimated at
+ * that BER); mhl with b = 128; reg a and b at lambda 0.1 and 1 with b_h =
+ * 0.1; the FC or VGG3 network. */
 static void test_zoo_recipes(void) {
     static const char *const archs[] = {"fc", "vgg3"};
     static const char *const variants[] = {"flip01-mask", "flip01-ste", "flip05-mask",
@@ -1060,8 +1061,11 @@ static void test_zoo_recipes(void) {
                 CU_ASSERT_DOUBLE_EQUAL(r.flip.step[0].p, p, 1e-12);
                 CU_ASSERT_EQUAL(r.flip.gradient, mask ? TRAIN_FLIP_MASK : TRAIN_FLIP_STE);
                 CU_ASSERT(r.loss == TRAIN_LOSS_CE && r.reg_lambda == 0);
+                /* VGG3 re-estimates BN at the training BER (FC exports the
+                 * running averages collected under the training flips). */
+                CU_ASSERT_DOUBLE_EQUAL(r.bn_reestimate_ber, a == 1 ? p : 0.0, 1e-12);
             } else {
-                CU_ASSERT(!r.flip.on);
+                CU_ASSERT(!r.flip.on && r.bn_reestimate_ber == 0);
                 CU_ASSERT_EQUAL(r.loss, !strcmp(var, "mhl") ? TRAIN_LOSS_MHL : TRAIN_LOSS_CE);
                 CU_ASSERT_EQUAL(r.mhl_margin, 128);
                 CU_ASSERT_EQUAL(r.reg_lambda, !strcmp(var, "rega") ? 0.1
