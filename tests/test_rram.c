@@ -528,7 +528,7 @@ static void test_stuck_at(void) {
         " wordline_fraction: 0.05, wordline_factor: 6}\n"};
     uint64_t *zeros = malloc(n / 8), *ones = malloc(n / 8);
     unsigned *bl = calloc(256 * 128, sizeof *bl), *wl = calloc(256 * 128, sizeof *wl);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(zeros && ones && bl && wl);
+    CU_ASSERT_FATAL(zeros && ones && bl && wl);
     double disp_bl[2], disp_wl[2];
     for (int k = 0; k < 2; k++) {
         device *d = config_device(DEV_2T2R, kinds[k]);
@@ -757,7 +757,9 @@ static void test_sweep_end_to_end(void) {
              "operating_points: {energy_pj: [3.65, 0.0854], time_s: [0, 86400]}\n",
              db, model, data, DEV_2T2R);
     const char *cfg = test_write_file("rram-sweep.yaml", yaml, strlen(yaml));
-    CU_ASSERT_EQUAL(test_run(out, sizeof out, "%s sweep %s --threads 2", APXSIM, cfg), 0);
+    int rc = test_run(out, sizeof out, "%s sweep %s --threads 2 -o %s", APXSIM, cfg, db);
+    if (rc) fprintf(stderr, "%s\n", out);
+    CU_ASSERT_EQUAL(rc, 0);
     CU_ASSERT_EQUAL(test_run(out, sizeof out,
                              "sqlite3 %s \"SELECT count(*), count(energy_pj), count(latency_ns), "
                              "sum(faults_injected) > 100 FROM evaluations\"",

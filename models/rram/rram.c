@@ -584,7 +584,7 @@ static uint8_t kind_of(uint8_t flags) {
 
 /* The hits, sorted and merged per bit, into out. */
 static int emit(fault_job *j, fmap *out, apx_error *err) {
-    qsort(j->hits, j->n_hits, sizeof *j->hits, by_bit);
+    if (j->n_hits > 1) qsort(j->hits, j->n_hits, sizeof *j->hits, by_bit);
     for (size_t i = 0; i < j->n_hits;) {
         uint64_t bit = j->hits[i].bit;
         uint8_t flags = 0;
