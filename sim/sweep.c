@@ -370,7 +370,9 @@ int sweep_workload_load(const char *model_path, const char *data_dir, const char
                         uint32_t limit, sweep_workload *w, apx_error *err) {
     memset(w, 0, sizeof *w);
     if (bnn_load(model_path, &w->model, err)) return err->code;
-    if (fmnist_load(data_dir, split, limit, &w->data, err)) {
+    /* The model says how many classes its data have: Fashion-MNIST's 10, or
+     * a constructed workload's (a Boolean function's 2). */
+    if (idx_dir_load(data_dir, split, w->model.n_classes, limit, &w->data, err)) {
         bnn_free(&w->model);
         return err->code;
     }
@@ -385,11 +387,17 @@ int sweep_workload_load(const char *model_path, const char *data_dir, const char
         return rc;
     }
     bnn_hash_hex(&w->model, w->model_hash);
-    if (limit)
-        snprintf(w->dataset_name, sizeof w->dataset_name, "fashion-mnist/%s[:%u]", split,
-                 w->data.n);
+    /* A data set from another directory is named by it: a constructed
+     * workload's data are not Fashion-MNIST. */
+    char name[480];
+    if (data_dir && strcmp(data_dir, fmnist_dir(NULL)) != 0)
+        snprintf(name, sizeof name, "idx:%s/%s", data_dir, split);
     else
-        snprintf(w->dataset_name, sizeof w->dataset_name, "fashion-mnist/%s", split);
+        snprintf(name, sizeof name, "fashion-mnist/%s", split);
+    if (limit)
+        snprintf(w->dataset_name, sizeof w->dataset_name, "%s[:%u]", name, w->data.n);
+    else
+        snprintf(w->dataset_name, sizeof w->dataset_name, "%s", name);
     return APX_OK;
 }
 
@@ -751,6 +759,58 @@ static void make_keys(const sweep_plan *p, const sweep_workload *w, size_t point
     j->chip = chip;
 }
 
+/* Numeric scalars of a mapping (and of the mappings inside it, one level
+ * down) as metrics named prefix.key[.subkey]. */
+static size_t sidecar_numbers(const cfg_node *map, const char *prefix, store_metric *m,
+                              char (*names)[96], size_t cap, int depth) {
+    size_t n = 0;
+    for (size_t i = 0; i < map->n && n < cap; i++) {
+        const cfg_node *v = map->items[i];
+        char name[96];
+        snprintf(name, sizeof name, "%s.%s", prefix, map->keys[i]);
+        if (v->kind == CFG_MAP && depth == 0) {
+            n += sidecar_numbers(v, name, m + n, names + n, cap - n, 1);
+        } else if (v->kind == CFG_SCALAR) {
+            char *end;
+            double x = strtod(v->scalar, &end);
+            if (end == v->scalar || *end) continue;
+            snprintf(names[n], sizeof names[n], "%s", name);
+            m[n] = (store_metric){names[n], -1, x};
+            n++;
+        }
+    }
+    return n;
+}
+
+/* A constructed model's parameters (MODEL.bnn.yaml, written by `apxsim
+ * construct`, keyed by the model hash) into model_metrics as construct.*,
+ * data set '' (properties of the model alone). No sidecar: nothing to do. */
+static int store_sidecar(store *db, const sweep_workload_spec *spec, const sweep_workload *w,
+                         apx_error *err) {
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s.yaml", spec->model_path) >= sizeof path ||
+        access(path, F_OK) != 0)
+        return APX_OK;
+    cfg_doc *doc = cfg_load_file(path, err);
+    if (!doc) return err->code;
+    const cfg_node *root = cfg_root(doc), *hash = cfg_find(root, "model_hash");
+    int rc = APX_OK;
+    if (root->kind != CFG_MAP || !hash || hash->kind != CFG_SCALAR) {
+        rc = cfg_fail(root, err, "a model's parameter file needs a model_hash");
+    } else if (strcmp(hash->scalar, w->model_hash) != 0) {
+        rc = cfg_fail(hash, err, "describes model %s, but %s is model %s: regenerate or remove "
+                                 "the parameter file", hash->scalar, spec->model_path,
+                      w->model_hash);
+    } else {
+        store_metric m[128];
+        char names[128][96];
+        size_t n = sidecar_numbers(root, "construct", m, names, 128, 0);
+        rc = store_put_metrics(db, w->model_hash, "", m, n, err);
+    }
+    cfg_free(doc);
+    return rc;
+}
+
 static void free_workloads(sweep_workload *w, size_t n) {
     for (size_t i = 0; i < n; i++) sweep_workload_free(&w[i]);
     free(w);
@@ -788,6 +848,12 @@ int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
         free_workloads(w, loaded);
         return rc;
     }
+    for (size_t i = 0; i < loaded; i++)
+        if ((rc = store_sidecar(P.db, &p->workloads[i], &w[i], err))) {
+            store_close(P.db);
+            free_workloads(w, loaded);
+            return rc;
+        }
     size_t total = p->n_workloads * p->n_points * p->chips;
     P.jobs = malloc(total * sizeof *P.jobs);
     if (!P.jobs) {

@@ -101,7 +101,7 @@ typedef struct sweep_workload {
     bnn_model model;
     dataset data;
     char model_hash[17];
-    char dataset_name[96];
+    char dataset_name[512];
 } sweep_workload;
 
 int sweep_workload_load(const char *model_path, const char *data_dir, const char *split,
