@@ -618,6 +618,21 @@ static void test_cost(void) {
     CU_ASSERT_EQUAL_FATAL(two->ops->cost(two, op, r, 2, 4, &c3, &err), APX_OK);
     CU_ASSERT_DOUBLE_EQUAL(c3.energy_pj, c2.energy_pj * 4 / 4, 1e-9);
     CU_ASSERT_DOUBLE_EQUAL(c3.latency_ns, c2.latency_ns / 4, 1e-9);
+    /* the regions' 64 x 100 + 10 x 784 weight bits programmed once */
+    CU_ASSERT_DOUBLE_EQUAL(cost_item(&c3, "program_energy_pj_once"), 1.2 * (6400 + 7840), 1e-6);
+    /* Read energy follows the states' mean conductance, V^2 G t: at twice the
+     * reference current the LRS conducts twice as much. */
+    rram_states s;
+    rram_states_at(&p, p.i_ref_ua, 0, 0, &s);
+    double gl = exp(-s.mu_lrs + s.sigma_lrs * s.sigma_lrs / 2);
+    double gh = exp(-s.mu_hrs + s.sigma_hrs * s.sigma_hrs / 2);
+    point(op, 1.2, 0);  /* 1T1R at 2 x i_ref */
+    CU_ASSERT_DOUBLE_EQUAL(rram_read_energy_pj(&p, op), 0.1 * (2 * gl + gh) / (gl + gh), 1e-12);
+    point(op, 0.0824, 0);  /* weak programming: a resistive LRS (R ~ 1/I), cheap reads */
+    double k = 0.0824 / 0.6;
+    CU_ASSERT_DOUBLE_EQUAL(rram_read_energy_pj(&p, op), 0.1 * (k * gl + gh) / (gl + gh), 1e-12);
+    point(op, 0.6, 3.15e7);  /* relaxation raises the LRS: reads get cheaper */
+    CU_ASSERT(rram_read_energy_pj(&p, op) < 0.1);
     /* a region outside the memory is refused */
     device_region far = region_at(0, 4, 64, geometry_bytes(&g) - 8, &g);
     CU_ASSERT_EQUAL(one->ops->cost(one, op, &far, 1, 1, &c3, &err), APX_EINPUT);

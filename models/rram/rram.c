@@ -334,6 +334,21 @@ int rram_rates_at_current(const rram_params *p, double current_ua, double time_s
     return gap10 > 0 && gap01 > 0 ? 0 : -1;
 }
 
+/* The mean conductance of a lognormal state: E[1/R] = exp(-mu + sigma^2 / 2). */
+static double mean_conductance(double mu, double sigma) { return exp(-mu + 0.5 * sigma * sigma); }
+
+double rram_read_energy_pj(const rram_params *p, const double *op) {
+    rram_states ref, at;
+    rram_states_at(p, p->i_ref_ua, 0, 0, &ref);
+    rram_states_at(p, rram_current_ua(p, op[RK_ENERGY], op[RK_PULSE]), op[RK_TIME],
+                   op[RK_CYCLES], &at);
+    double g = mean_conductance(at.mu_lrs, at.sigma_lrs) + mean_conductance(at.mu_hrs, at.sigma_hrs);
+    double g_ref =
+        mean_conductance(ref.mu_lrs, ref.sigma_lrs) + mean_conductance(ref.mu_hrs, ref.sigma_hrs);
+    double v = op[RK_VREAD] / p->v_read;
+    return p->read_energy_pj * v * v * g / g_ref;
+}
+
 int rram_rates_at(const rram_params *p, const double *op, rram_rates *out) {
     return rram_rates_at_current(p, rram_current_ua(p, op[RK_ENERGY], op[RK_PULSE]), op[RK_TIME],
                                  op[RK_CYCLES], op[RK_READS], op[RK_VREAD], out);
@@ -661,14 +676,13 @@ static int rram_cost(const device *dv, const double *op, const device_region *re
                      uint32_t batch, device_cost *out, apx_error *err) {
     const rram_params *p = &((const rram_device *)dv)->p;
     memset(out, 0, sizeof *out);
+    double weights = 0;  /* the bits programmed: the regions' used bits */
+    for (size_t i = 0; i < n; i++) weights += (double)device_region_bits(&regions[i]);
     uint64_t accesses, bits;
     if (count_accesses(regions, n, &accesses, &bits, err)) return err->code;
     rram_rates r;
     rram_rates_at(p, op, &r);  /* outside the model: check_point refused it already */
-    double v = op[RK_VREAD] / p->v_read;
-    /* Read energy per cell scales as V^2 (resistive read, V^2 / R over the
-     * read time); every device of a cell is read. */
-    double read_pj_per_bit = rram_devices_per_bit(p) * p->read_energy_pj * v * v;
+    double read_pj_per_bit = rram_devices_per_bit(p) * rram_read_energy_pj(p, op);
     double b = batch ? batch : 1;
     out->energy_pj = (double)bits * read_pj_per_bit / b;
     out->latency_ns = (double)accesses * p->read_latency_ns / p->parallel_subarrays / b;
@@ -676,6 +690,7 @@ static int rram_cost(const device *dv, const double *op, const device_region *re
     device_cost_add(out, "bits_read", (double)bits / b);
     device_cost_add(out, "read_energy_pj_per_bit", read_pj_per_bit);
     device_cost_add(out, "program_energy_pj_per_bit", op[RK_ENERGY]);
+    device_cost_add(out, "program_energy_pj_once", weights * op[RK_ENERGY]);
     device_cost_add(out, "program_current_ua", r.current_ua);
     device_cost_add(out, "ber", r.ber);
     device_cost_add(out, "ber_1to0", r.ber10);

@@ -66,7 +66,13 @@
  *
  * Arrays. The geometry's channel x rank x bank group x bank cells are the
  * subarrays, its rows the wordlines, its columns x bus bits the bitlines of
- * a subarray. A read access is one bus word of one wordline. */
+ * a subarray. A read access is one bus word of one wordline.
+ *
+ * Cost (device.h): per inference, the stream's bus words times bus bits
+ * times devices per bit times rram_read_energy_pj, and the accesses times
+ * read.latency_ns / read.parallel_subarrays; programming is once per
+ * deployment, so it enters the items (program_energy_pj_per_bit,
+ * program_energy_pj_once for every weight bit), not energy_pj. */
 #ifndef APX_RRAM_H
 #define APX_RRAM_H
 
@@ -155,6 +161,14 @@ void rram_states_at(const rram_params *p, double current_ua, double time_s, doub
 int rram_rates_at_current(const rram_params *p, double current_ua, double time_s,
                           double cycles, double reads, double v_read, rram_rates *out);
 int rram_rates_at(const rram_params *p, const double *op, rram_rates *out);
+
+/* The energy of reading one device at an operating point (pJ): read.energy_pj
+ * (NVSim's, at read.v_read) for the states at the reference current, scaled
+ * by (v_read / read.v_read)^2 and by the mean conductance of the LRS and HRS
+ * at the op over that at the reference (a resistive read dissipates
+ * V^2 G t): weaker programming leaves a more resistive LRS that reads with
+ * less energy. */
+double rram_read_energy_pj(const rram_params *p, const double *op);
 
 /* The index of a named condition, or -1. */
 int rram_condition(const rram_params *p, const char *name);
