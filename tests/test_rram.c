@@ -174,6 +174,9 @@ static void test_2t2r_below_1t1r(void) {
                         fprintf(stderr, "I=%g t=%g c=%g: 2T2R %g >= 1T1R %g\n", currents[i],
                                 times[t], cycles[k], r2.ber, r1.ber);
                     CU_ASSERT(r2.ber < r1.ber);
+                    /* and by the margin the spreads give: (sL + sH) / hypot(sL, sH)
+                     * = 1.34 for sigma_hrs = 2 sigma_lrs */
+                    if (times[t] == 0) CU_ASSERT(r2.margin10 > 1.3 * r1.margin10);
                     compared++;
                 }
     }
@@ -270,6 +273,13 @@ static void test_closed_form_values(void) {
     CU_ASSERT_DOUBLE_EQUAL(s1.mu_lrs - s0.mu_lrs, p.lrs_per_efold * log(100), 1e-12);
     CU_ASSERT_DOUBLE_EQUAL(s0.mu_hrs - s1.mu_hrs, p.hrs_per_efold * log(100), 1e-12);
     CU_ASSERT_DOUBLE_EQUAL(s1.ln_ref, s0.ln_ref, 1e-12);  /* the reference stays */
+    CU_ASSERT_DOUBLE_EQUAL(s1.sigma_hrs, hypot(s0.sigma_hrs, p.sigma_hrs_per_efold * log(100)),
+                           1e-12);
+    /* wear: per decade of cycles the window shrinks and the spreads grow */
+    rram_states_at(&p, 30, 0, 999999, &s1);
+    CU_ASSERT_DOUBLE_EQUAL(s1.mu_lrs - s0.mu_lrs, 6 * p.lrs_per_decade, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(s0.mu_hrs - s1.mu_hrs, 6 * p.hrs_per_decade, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(s1.sigma_lrs, s0.sigma_lrs * (1 + 6 * p.sigma_per_decade), 1e-9);
 }
 
 /* ---- configs ------------------------------------------------------------------------ */
