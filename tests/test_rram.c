@@ -646,6 +646,9 @@ static void test_cost(void) {
     /* a region outside the memory is refused */
     device_region far = region_at(0, 4, 64, geometry_bytes(&g) - 8, &g);
     CU_ASSERT_EQUAL(one->ops->cost(one, op, &far, 1, 1, &c3, &err), APX_EINPUT);
+    device_region wide = region_at(0, 1, 64, 64, &g);  /* one row, a hostile stride */
+    wide.row_stride = UINT64_MAX - 8;
+    CU_ASSERT_EQUAL(one->ops->cost(one, op, &wide, 1, 1, &c3, &err), APX_EINPUT);
     device_destroy(one);
     device_destroy(two);
 }

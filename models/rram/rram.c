@@ -629,7 +629,12 @@ static int rram_faults(const device *dv, const double *op, uint64_t seed, uint32
         j.q[m] = j.rate10[m] > j.rate01[m] ? j.rate10[m] : j.rate01[m];
     j.stuck_norm = stuck_norm(p);
     j.q[MECH_STUCK] = (p->sa0 + p->sa1) * stuck_wmax(p);  /* then thinned per cell */
+    /* A list with memory from the start: nested_draw sorts its result in
+     * place, and qsort must not be handed a null array even when empty. */
     int rc = APX_OK;
+    if (!(j.list.v = malloc(64 * sizeof *j.list.v)))
+        return apx_fail(err, APX_EWORK, "rram: out of memory drawing faults");
+    j.list.cap = 64;
     uint64_t next = 0;  /* the first block not yet drawn */
     for (uint64_t row = 0; row < pl.rows && rc == APX_OK; row++) {
         uint64_t lo = pl.base + row * pl.stride, hi = lo + pl.row_bytes;
@@ -657,9 +662,13 @@ static int count_accesses(const device_region *regions, size_t n, uint64_t *acce
         placement pl;
         if (device_region_bits(&regions[i]) == 0) continue;
         if (placement_of(&regions[i], &pl, err)) return err->code;
-        uint64_t word = pl.geo->bus_bits / 8;
+        uint64_t word = pl.geo->bus_bits / 8, last_end;
         uint64_t span = regions[i].row_stride > pl.row_bytes ? regions[i].row_stride
                                                               : pl.row_bytes;
+        if (__builtin_add_overflow(pl.base + (pl.rows - 1) * pl.stride, span, &last_end))
+            return apx_fail(err, APX_EINPUT, "rram: region %u: a row stride of %llu bytes runs "
+                                             "past the address space",
+                            regions[i].id, (unsigned long long)regions[i].row_stride);
         for (uint64_t row = 0; row < pl.rows; row++) {
             uint64_t first = (pl.base + row * pl.stride) / word;
             uint64_t end = (pl.base + row * pl.stride + span - 1) / word;
