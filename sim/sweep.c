@@ -557,15 +557,15 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
                     err);
 }
 
-/* Adds part to sum: totals and items by name. */
-static void cost_add(device_cost *sum, const device_cost *part) {
-    sum->energy_pj += part->energy_pj;
-    sum->latency_ns += part->latency_ns;
+/* Adds w x part to sum: totals and items by name. */
+static void cost_add(device_cost *sum, const device_cost *part, double w) {
+    sum->energy_pj += w * part->energy_pj;
+    sum->latency_ns += w * part->latency_ns;
     for (int i = 0; i < part->n_items; i++) {
         int j = 0;
         while (j < sum->n_items && strcmp(sum->item[j].name, part->item[i].name)) j++;
-        if (j < sum->n_items) sum->item[j].value += part->item[i].value;
-        else device_cost_add(sum, part->item[i].name, part->item[i].value);
+        if (j < sum->n_items) sum->item[j].value += w * part->item[i].value;
+        else device_cost_add(sum, part->item[i].name, w * part->item[i].value);
     }
 }
 
@@ -577,36 +577,41 @@ int sweep_job_cost(const sweep_workload *w, const device *dev, const double *op,
     if (!dev || !dev->ops->cost) return APX_OK;
     const bnn_model *m = &w->model;
     device_region *all = model_regions(m, geo, base_addr);
-    device_region *group = malloc((m->n_layers ? m->n_layers : 1) * sizeof *group);
+    if (!all) return apx_fail(err, APX_EWORK, "out of memory");
     double dflt[DEVICE_MAX_KNOBS];
     int n_knobs = device_knob_count(dev->ops), have_dflt = dev->ops->knob_default != NULL;
     for (int k = 0; have_dflt && k < n_knobs; k++)
         have_dflt = dev->ops->knob_default(dev, k, &dflt[k]);
-    int rc = all && group ? APX_OK : apx_fail(err, APX_EWORK, "out of memory");
-    /* One cost call per distinct point (the job's, each partition's, the
-     * default for exact layers), over the layers at that point, in order. */
+    /* The point each layer's weights are read at: the job's, a partition's,
+     * or the default for exact memory. */
+    const double *at[BNN_MAX_LAYERS];
+    uint64_t total_bits = 0;
+    for (uint32_t l = 0; l < m->n_layers; l++) {
+        at[l] = op;
+        if (layout && layout->exact[l]) at[l] = have_dflt ? dflt : op;
+        else if (layout && layout->layer_op[l]) at[l] = layout->layer_op[l];
+        total_bits += bnn_tensor_bits(m, l);
+    }
+    /* The weights are one stream. With every layer at one point it is costed
+     * as is; with several points, the whole stream is costed at each and
+     * each point is charged its layers' share of the bits, so splitting a
+     * model into partitions never adds the fixed cost of a second stream. */
+    int rc = APX_OK;
     uint8_t done[BNN_MAX_LAYERS] = {0};
     for (uint32_t first = 0; rc == APX_OK && first < m->n_layers; first++) {
         if (done[first]) continue;
-        const double *at = op;
-        if (layout && layout->exact[first]) at = have_dflt ? dflt : op;
-        else if (layout && layout->layer_op[first]) at = layout->layer_op[first];
-        size_t n = 0;
-        for (uint32_t l = first; l < m->n_layers; l++) {
-            const double *lat = op;
-            if (layout && layout->exact[l]) lat = have_dflt ? dflt : op;
-            else if (layout && layout->layer_op[l]) lat = layout->layer_op[l];
-            if (lat != at) continue;
-            done[l] = 1;
-            group[n++] = all[l];
-        }
+        uint64_t bits = 0;
+        for (uint32_t l = first; l < m->n_layers; l++)
+            if (at[l] == at[first]) {
+                done[l] = 1;
+                bits += bnn_tensor_bits(m, l);
+            }
         device_cost part;
         memset(&part, 0, sizeof part);
-        rc = dev->ops->cost(dev, at, group, n, batch ? batch : 1, &part, err);
-        if (rc == APX_OK) cost_add(cost, &part);
+        rc = dev->ops->cost(dev, at[first], all, m->n_layers, batch ? batch : 1, &part, err);
+        if (rc == APX_OK) cost_add(cost, &part, total_bits ? (double)bits / total_bits : 1.0);
     }
     free(all);
-    free(group);
     if (rc) return apx_wrap(err, "the cost of reading the weights: ");
     *has_cost = 1;
     return APX_OK;
