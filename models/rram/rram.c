@@ -629,12 +629,7 @@ static int rram_faults(const device *dv, const double *op, uint64_t seed, uint32
         j.q[m] = j.rate10[m] > j.rate01[m] ? j.rate10[m] : j.rate01[m];
     j.stuck_norm = stuck_norm(p);
     j.q[MECH_STUCK] = (p->sa0 + p->sa1) * stuck_wmax(p);  /* then thinned per cell */
-    /* A list with memory from the start: nested_draw sorts its result in
-     * place, and qsort must not be handed a null array even when empty. */
     int rc = APX_OK;
-    if (!(j.list.v = malloc(64 * sizeof *j.list.v)))
-        return apx_fail(err, APX_EWORK, "rram: out of memory drawing faults");
-    j.list.cap = 64;
     uint64_t next = 0;  /* the first block not yet drawn */
     for (uint64_t row = 0; row < pl.rows && rc == APX_OK; row++) {
         uint64_t lo = pl.base + row * pl.stride, hi = lo + pl.row_bytes;
