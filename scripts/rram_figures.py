@@ -251,11 +251,12 @@ def ber_time(apxsim, work, outdir):
 
 
 def accuracy(dbs, outdir):
+    data = [(name, read_points(db)) for name, db in dbs]
+    low = min(100 * v[2] for _, pts in data for v in pts.values())
     p = Plot("Accuracy against programming energy (2T2R, Fashion-MNIST)",
-             "programming energy per bit (pJ)", "test accuracy (%)", (0.07, 4), (70, 95),
-             ylog=False)
-    for wi, (name, db) in enumerate(dbs):
-        pts = read_points(db)
+             "programming energy per bit (pJ)", "test accuracy (%)", (0.07, 4),
+             (5 * math.floor(low / 5), 95), ylog=False)
+    for wi, (name, pts) in enumerate(data):
         for ti, (t, tl) in enumerate(((0, "0"), (86400, "1 day"), (YEAR, "1 year"))):
             curve = sorted((e, 100 * v[2]) for (e, tt), v in pts.items() if tt == t)
             p.line(curve, COLORS[wi], "%s, t = %s" % (name, tl), [None, "5,3", "2,2"][ti])
