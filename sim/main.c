@@ -54,6 +54,10 @@ static const char train_help[] =
     "configs/workloads/fmnist-fc.yaml and fmnist-vgg3.yaml) fixes the\n"
     "architecture, the seed and every hyper-parameter, so the same recipe\n"
     "reproduces the same model (on the same machine and BLAS thread count).\n"
+    "Flip training (weight sign flips per batch or persistent, mask or straight-\n"
+    "through gradients, device-aware, curriculum), the modified hinge loss, a\n"
+    "margin regularizer and BN re-estimation at a BER are recipe keys: see\n"
+    "docs/training.md; scripts/train_zoo trains every zoo model still missing.\n"
     "\n"
     "After every epoch it prints the loss, the training accuracy, the test\n"
     "accuracy of the exported (folded, packed) model and samples per second.\n"
@@ -72,9 +76,11 @@ static const char train_help[] =
 static void print_epoch(void *ctx, const train_epoch_stats *s) {
     (void)ctx;
     printf("epoch %3u/%u  loss %.4f  train %.2f%%  test %.2f%%  %.0f samples/s  %.1f s  "
-           "lr %.2g\n",
+           "lr %.2g",
            s->epoch, s->epochs, s->loss, 100 * s->train_accuracy, 100 * s->test_accuracy,
            s->samples_per_s, s->seconds, s->lr);
+    if (s->flip_rate > 0) printf("  flips %.4f", s->flip_rate);
+    printf("\n");
     fflush(stdout);
 }
 
