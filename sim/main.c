@@ -361,7 +361,13 @@ static int cmd_sweep(int argc, char **argv) {
     apx_error err = {0};
     sweep_plan plan;
     if (sweep_plan_load(argv[optind], &plan, &err)) return cli_report(NULL, &err);
-    const char *db = output ? output : plan.output;
+    /* A copy: the plan (which owns the config's strings) is freed before the
+     * summary that names the database. */
+    char *db = strdup(output ? output : plan.output);
+    if (!db) {
+        sweep_plan_free(&plan);
+        return cli_report(NULL, &(apx_error){APX_EWORK, "out of memory"});
+    }
     if (shard_n) {
         plan.shard_index = shard_k - 1;
         plan.shard_count = shard_n;
@@ -381,9 +387,13 @@ static int cmd_sweep(int argc, char **argv) {
                 "apxsim: sweep interrupted after %zu of %zu jobs; the finished ones are in "
                 "%s.\nRun the same command again to finish it.\n",
                 st.jobs_done + st.jobs_skipped, st.jobs_total, db);
+        free(db);
         return 130;
     }
-    if (rc) return cli_report(NULL, &err);
+    if (rc) {
+        free(db);
+        return cli_report(NULL, &err);
+    }
     if (!quiet) {
         printf("%zu jobs run, %zu already in the database, %.1f s\n", st.jobs_done,
                st.jobs_skipped, st.seconds);
@@ -395,10 +405,11 @@ static int cmd_sweep(int argc, char **argv) {
                    100 * st.fault_seconds / busy, 100 * st.cost_seconds / busy,
                    100 * (1 - (st.inference_seconds + st.fault_seconds + st.cost_seconds) / busy));
         printf("\n");
-        if ((rc = cmd_query_print(db, "accuracy", STORE_TABLE))) return rc;
-        printf("\nresults: %s\n", db);
+        rc = cmd_query_print(db, "accuracy", STORE_TABLE);
+        if (rc == 0) printf("\nresults: %s\n", db);
     }
-    return 0;
+    free(db);
+    return rc;
 }
 
 /* ---- merge --------------------------------------------------------------- */
