@@ -62,7 +62,6 @@ static int is_u8(uint32_t kind) { return kind == BNN_DENSE_U8 || kind == BNN_CON
 static int fires(int64_t a, int64_t t, int dir) { return dir > 0 ? a > t : a < t; }
 static int bit_get(const uint64_t *v, uint64_t i) { return (int)(v[i / 64] >> (i % 64) & 1); }
 static void bit_flip(uint64_t *v, uint64_t i) { v[i / 64] ^= 1ull << (i % 64); }
-static void bit_set(uint64_t *v, uint64_t i) { v[i / 64] |= 1ull << (i % 64); }
 
 static void *alloc64(size_t bytes) { return aligned_alloc(64, round_up(bytes ? bytes : 1, 64)); }
 
@@ -176,6 +175,7 @@ typedef struct net_layer {
     size_t out_words;          /* words of the output map, + 1 slack word */
     int64_t amax;              /* bound of |a|: in * (255 or 1) */
     int64_t *thr;              /* thresholds clamped into [-amax - 1, amax + 1] */
+    int32_t *sthr, *neg;       /* the same in kernel form: fires iff ((a ^ neg) - neg) > sthr */
     int32_t *corr;             /* binary conv: [CONV_CLASSES][astride] border corrections */
     int32_t *rowpc;            /* 8-bit layers: popcount of each weight row */
 } net_layer;
@@ -220,6 +220,8 @@ static void net_free(bet_net *n) {
     if (n->lay)
         for (uint32_t l = 0; l < n->nl; l++) {
             free(n->lay[l].thr);
+            free(n->lay[l].sthr);
+            free(n->lay[l].neg);
             free(n->lay[l].corr);
             free(n->lay[l].rowpc);
         }
@@ -253,10 +255,15 @@ static int net_layer_init(bet_net *n, uint32_t l, size_t *il_words) {
     if (n->K->interleaved) *il_words += (size_t)k->blocks * KERN_RB * L->words;
     if (L->kind != BNN_DENSE_OUT) {
         N->thr = malloc(N->O * sizeof *N->thr);
-        if (!N->thr) return -1;
+        N->sthr = malloc(N->O * sizeof *N->sthr);
+        N->neg = malloc(N->O * sizeof *N->neg);
+        if (!N->thr || !N->sthr || !N->neg) return -1;
         for (uint32_t o = 0; o < N->O; o++) {
             int64_t t = L->threshold[o];
             N->thr[o] = t > N->amax + 1 ? N->amax + 1 : t < -N->amax - 1 ? -N->amax - 1 : t;
+            /* |thr| <= 2^28 + 1: a < t <=> -a > -t fits int32 */
+            N->neg[o] = L->direction[o] > 0 ? 0 : -1;
+            N->sthr[o] = (int32_t)(L->direction[o] > 0 ? N->thr[o] : -N->thr[o]);
         }
     }
     if (is_u8(L->kind)) {
@@ -360,7 +367,7 @@ typedef struct bet_work {
     uint64_t *xm;                  /* a modified input map */
     int32_t *aq;                   /* recomputed conv positions [P][astride] */
     uint32_t *qmark, *qidx, *qlist, *pmark, *plist, gen;
-    uint64_t *kt;                  /* per-position k_tol of one unit's window */
+    int32_t *best;                 /* one pooled row of pre-activations */
     wave w[2];
     bet_acc acc;
 } bet_work;
@@ -408,19 +415,21 @@ static void work_free(bet_work *w) {
     free(w->qlist);
     free(w->pmark);
     free(w->plist);
-    free(w->kt);
+    free(w->best);
     free(w->w[0].buf);
     free(w->w[1].buf);
     acc_free(&w->acc, nl);
     free(w);
 }
 
-static bet_work *work_new(const bet_net *n) {
+/* A thread's buffers; with_acc adds the counts of bet_compute (the single
+ * image functions need none). */
+static bet_work *work_new(const bet_net *n, int with_acc) {
     bet_work *w = calloc(1, sizeof *w);
     if (!w) return NULL;
     w->net = n;
     size_t max_p = 1, max_o = 1, max_bits = 1;
-    int fail = acc_init(&w->acc, n);
+    int fail = with_acc ? acc_init(&w->acc, n) : 0;
     for (uint32_t l = 0; l < n->nl; l++) {
         const net_layer *N = &n->lay[l];
         w->a[l] = malloc((size_t)N->P * N->astride * sizeof *w->a[l]);
@@ -451,14 +460,14 @@ static bet_work *work_new(const bet_net *n) {
     w->qlist = malloc(max_p * sizeof *w->qlist);
     w->pmark = calloc(max_p, sizeof *w->pmark);
     w->plist = malloc(max_p * sizeof *w->plist);
-    w->kt = malloc(max_p * sizeof *w->kt);
+    w->best = malloc(n->max_astride * sizeof *w->best);
     for (int i = 0; i < 2; i++) {
         w->w[i].cap = VARIANTS * max_bits;
         w->w[i].buf = malloc(w->w[i].cap * sizeof *w->w[i].buf);
         fail |= !w->w[i].buf;
     }
     if (fail || !w->ktsmall || !w->cols || !w->tmp || !w->pix || !w->xm || !w->aq ||
-        !w->qmark || !w->qidx || !w->qlist || !w->pmark || !w->plist || !w->kt) {
+        !w->qmark || !w->qidx || !w->qlist || !w->pmark || !w->plist || !w->best) {
         work_free(w);
         return NULL;
     }
@@ -581,18 +590,48 @@ static void conv_positions(bet_work *w, const net_layer *N, const uint64_t *x,
     }
 }
 
-/* The value the threshold of output bit (p, o) sees: the max of a over the
- * pool window (a at stride astride per position). */
-static int64_t pooled_a(const net_layer *N, const int32_t *a, uint32_t p, uint32_t o) {
+/* best[o] = what the threshold of output bit (p, o) sees: the max of a over
+ * the pool window of pooled position p. Positions marked in generation gen
+ * (gen > 0) read their recomputed row in w->aq, the others a. */
+static void pool_row(const bet_work *w, const net_layer *N, const int32_t *a, uint32_t gen,
+                     uint32_t p, int32_t *best) {
     uint32_t ph = p / N->Wo, pw = p % N->Wo;
-    int64_t best = INT64_MIN;
     for (uint32_t dy = 0; dy < N->pool; dy++)
         for (uint32_t dx = 0; dx < N->pool; dx++) {
             uint32_t q = (ph * N->pool + dy) * N->W + pw * N->pool + dx;
-            int64_t v = a[(size_t)q * N->astride + o];
-            if (v > best) best = v;
+            const int32_t *row = gen && w->qmark[q] == gen ? w->aq + (size_t)w->qidx[q] * N->astride
+                                                           : a + (size_t)q * N->astride;
+            if (dy == 0 && dx == 0)
+                memcpy(best, row, N->O * sizeof *best);
+            else
+                for (uint32_t o = 0; o < N->O; o++) best[o] = best[o] > row[o] ? best[o] : row[o];
         }
-    return best;
+}
+
+/* Bit i set iff unit o0 + i fires at pre-activation a[o0 + i] (cnt <= 64). */
+static uint64_t fire_bits(const net_layer *N, const int32_t *a, uint32_t o0, uint32_t cnt) {
+    uint64_t bits = 0;
+    for (uint32_t i = 0; i < cnt; i++) {
+        int32_t s = (a[o0 + i] ^ N->neg[o0 + i]) - N->neg[o0 + i];
+        bits |= (uint64_t)(s > N->sthr[o0 + i]) << i;
+    }
+    return bits;
+}
+
+/* cnt <= 64 bits of v from bit `at` (v has a slack word). */
+static uint64_t get_bits(const uint64_t *v, uint64_t at, uint32_t cnt) {
+    uint64_t w = at / 64, sh = at % 64, x = v[w] >> sh;
+    if (sh && cnt > 64 - sh) x |= v[w + 1] << (64 - sh);
+    return cnt < 64 ? x & ((1ull << cnt) - 1) : x;
+}
+
+/* Sets output bits p * O + o of the map z for the units that fire at best[o]. */
+static void put_row(const net_layer *N, const int32_t *best, uint32_t p, uint64_t *z) {
+    for (uint32_t o0 = 0; o0 < N->O; o0 += 64) {
+        uint32_t cnt = N->O - o0 < 64 ? N->O - o0 : 64;
+        uint64_t bits = fire_bits(N, best, o0, cnt);
+        bits_or(z, (uint64_t)p * N->O + o0, &bits, 0, cnt);
+    }
 }
 
 /* Runs one image through the network, keeping every layer's a and bits. */
@@ -619,10 +658,10 @@ static void trace(bet_work *w, const uint8_t *px) {
         }
         if (kind == BNN_DENSE_OUT) continue;
         memset(w->z[l], 0, N->out_words * 8);
-        for (uint32_t p = 0; p < N->PO; p++)
-            for (uint32_t o = 0; o < N->O; o++)
-                if (fires(pooled_a(N, w->a[l], p, o), N->thr[o], N->L->direction[o]))
-                    bit_set(w->z[l], (uint64_t)p * N->O + o);
+        for (uint32_t p = 0; p < N->PO; p++) {
+            pool_row(w, N, w->a[l], 0, p, w->best);
+            put_row(N, w->best, p, w->z[l]);
+        }
     }
 }
 
@@ -701,15 +740,17 @@ static void layer_margins(bet_work *w, uint32_t l) {
     const net_layer *N = &w->net->lay[l];
     bet_acc *acc = &w->acc;
     int dense_bin = N->L->kind == BNN_DENSE_BIN;
-    for (uint32_t p = 0; p < N->PO; p++)
+    for (uint32_t p = 0; p < N->PO; p++) {
+        pool_row(w, N, w->a[l], 0, p, w->best);
         for (uint32_t o = 0; o < N->O; o++) {
             int up, out_bit = bit_get(w->z[l], (uint64_t)p * N->O + o);
-            int64_t need = need_of(pooled_a(N, w->a[l], p, o), N->thr[o], N->L->direction[o], &up);
+            int64_t need = need_of(w->best[o], N->thr[o], N->L->direction[o], &up);
             dist_add(&acc->margin[l], need);
             uint64_t kt = unit_ktol(w, l, p, o, out_bit);
             acc->hist[l][bet_ktol_bin(kt)]++;
             if (dense_bin) w->ktsmall[o] = (uint8_t)(kt < KCAP ? kt : KCAP);
         }
+    }
     if (!dense_bin) return;
     uint32_t *b = w->bucket[l];
     memset(b, 0, (KCAP + 2) * sizeof *b);
@@ -754,6 +795,18 @@ static void wave_push(wave *wv, uint32_t v, uint32_t bit) {
     wv->cnt[v]++;
 }
 
+/* Appends to variant v the output bits of pooled position p whose value at
+ * best[] differs from the clean map z. */
+static void push_changes(wave *wv, uint32_t v, const net_layer *N, const int32_t *best,
+                         const uint64_t *z, uint32_t p) {
+    for (uint32_t o0 = 0; o0 < N->O; o0 += 64) {
+        uint32_t cnt = N->O - o0 < 64 ? N->O - o0 : 64;
+        uint64_t at = (uint64_t)p * N->O + o0;
+        uint64_t diff = fire_bits(N, best, o0, cnt) ^ get_bits(z, at, cnt);
+        for (; diff; diff &= diff - 1) wave_push(wv, v, (uint32_t)(at + __builtin_ctzll(diff)));
+    }
+}
+
 /* Conv layer k: the output bits that change when the input bits chg[0..nc)
  * flip, appended to variant v of next. */
 static void step_conv(bet_work *w, uint32_t k, const uint32_t *chg, size_t nc, wave *next,
@@ -791,20 +844,8 @@ static void step_conv(bet_work *w, uint32_t k, const uint32_t *chg, size_t nc, w
         w->plist[np++] = p;
     }
     for (uint32_t i = 0; i < np; i++) {
-        uint32_t p = w->plist[i], ph = p / N->Wo, pw = p % N->Wo;
-        for (uint32_t o = 0; o < N->O; o++) {
-            int64_t best = INT64_MIN;
-            for (uint32_t dy = 0; dy < N->pool; dy++)
-                for (uint32_t dx = 0; dx < N->pool; dx++) {
-                    uint32_t q = (ph * N->pool + dy) * N->W + pw * N->pool + dx;
-                    int64_t a = w->qmark[q] == gen ? w->aq[(size_t)w->qidx[q] * N->astride + o]
-                                                   : w->a[k][(size_t)q * N->astride + o];
-                    if (a > best) best = a;
-                }
-            uint64_t bit = (uint64_t)p * N->O + o;
-            if (fires(best, N->thr[o], N->L->direction[o]) != bit_get(w->z[k], bit))
-                wave_push(next, v, (uint32_t)bit);
-        }
+        pool_row(w, N, w->a[k], gen, w->plist[i], w->best);
+        push_changes(next, v, N, w->best, w->z[k], w->plist[i]);
     }
 }
 
@@ -847,10 +888,7 @@ static void step_dense(bet_work *w, uint32_t k, const wave *cur, const uint8_t *
     for (uint32_t b = 0; b < nb; b++) {
         uint32_t v = batch[b];
         wave_begin(next, v);
-        const int32_t *a = w->tmp + (size_t)b * N->astride;
-        for (uint32_t o = 0; o < N->O; o++)
-            if (fires(a[o], N->thr[o], N->L->direction[o]) != bit_get(zout, o))
-                wave_push(next, v, o);
+        push_changes(next, v, N, w->tmp + (size_t)b * N->astride, zout, 0);
     }
 }
 
@@ -958,7 +996,7 @@ typedef struct slice {
 
 static void *slice_run(void *arg) {
     slice *s = arg;
-    s->w = work_new(s->net);
+    s->w = work_new(s->net, 1);
     if (!s->w) {
         s->rc = APX_EWORK;
         return NULL;
@@ -1243,7 +1281,7 @@ static int single_begin(const bnn_model *m, const uint64_t *image, uint32_t laye
     if (!m || m->n_layers < 2 || layer >= m->n_layers)
         return apx_fail(err, APX_EINPUT, "metrics: layer %u is not in the model", layer);
     if (net_init(net, m, image, err)) return err->code;
-    *w = work_new(net);
+    *w = work_new(net, 0);
     if (!*w) {
         net_free(net);
         return apx_fail(err, APX_EWORK, "out of memory");
@@ -1258,8 +1296,13 @@ int bet_preactivations(const bnn_model *m, const uint64_t *image, const uint8_t 
     if (single_begin(m, image, layer, &net, &w, err)) return err->code;
     trace(w, pixels);
     const net_layer *N = &net.lay[layer];
-    for (uint32_t p = 0; p < N->PO; p++)
-        for (uint32_t o = 0; o < N->O; o++) out[(size_t)p * N->O + o] = pooled_a(N, w->a[layer], p, o);
+    for (uint32_t p = 0; p < N->PO; p++) {
+        if (layer + 1 == net.nl)
+            memcpy(w->best, w->a[layer], N->O * sizeof *w->best);
+        else
+            pool_row(w, N, w->a[layer], 0, p, w->best);
+        for (uint32_t o = 0; o < N->O; o++) out[(size_t)p * N->O + o] = w->best[o];
+    }
     work_free(w);
     net_free(&net);
     return APX_OK;
