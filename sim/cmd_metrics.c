@@ -147,6 +147,20 @@ static void print_text(const char *path, const sweep_workload *w, const char *da
     }
 }
 
+/* A JSON string: quotes, backslashes and control characters escaped. */
+static void json_string(const char *v) {
+    putchar('"');
+    for (const unsigned char *c = (const unsigned char *)v; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            printf("\\%c", *c);
+        else if (*c < 0x20)
+            printf("\\u%04x", *c);
+        else
+            putchar(*c);
+    }
+    putchar('"');
+}
+
 static void json_hist(const uint64_t *h) {
     printf("[");
     for (uint32_t k = 0; k < BET_KTOL_BINS; k++)
@@ -162,10 +176,13 @@ static void json_stat(const char *name, const bet_stat *s) {
 static void print_json(const char *path, const sweep_workload *w, const char *dataset,
                        uint32_t threads, const bet_metrics *b) {
     uint32_t nl = b->n_layers;
-    printf("{\"model\": \"%s\", \"model_name\": \"%s\", \"model_hash\": \"%s\", "
-           "\"dataset\": \"%s\", \"samples\": %u, \"correct\": %u, \"accuracy\": %.6f, "
-           "\"threads\": %u, \"kernel\": \"%s\", \"seconds\": %.6f,\n",
-           path, w->model.name, w->model_hash, dataset, b->n_samples, b->n_correct,
+    printf("{\"model\": ");
+    json_string(path);
+    printf(", \"model_name\": ");
+    json_string(w->model.name);
+    printf(", \"model_hash\": \"%s\", \"dataset\": \"%s\", \"samples\": %u, \"correct\": %u, "
+           "\"accuracy\": %.6f, \"threads\": %u, \"kernel\": \"%s\", \"seconds\": %.6f,\n",
+           w->model_hash, dataset, b->n_samples, b->n_correct,
            (double)b->n_correct / b->n_samples, threads, bnn_kernel_name(bnn_kernel_active()),
            b->seconds);
     printf(" \"ktol_bins\": [");
@@ -267,7 +284,7 @@ int cmd_metrics(int argc, char **argv) {
     apx_error err = {0};
     sweep_workload w;
     if (sweep_workload_load(argv[optind], data, split, 0, &w, &err))
-        return cli_report("metrics", &err);
+        return cli_report(NULL, &err);
     /* named as a sweep with the same limit names its data set */
     char dataset[128];
     if (limit)
@@ -294,5 +311,5 @@ int cmd_metrics(int argc, char **argv) {
     }
     bet_metrics_free(&b);
     sweep_workload_free(&w);
-    return rc ? cli_report("metrics", &err) : 0;
+    return rc ? cli_report(NULL, &err) : 0;
 }
