@@ -285,12 +285,13 @@ int cmd_metrics(int argc, char **argv) {
     sweep_workload w;
     if (sweep_workload_load(argv[optind], data, split, 0, &w, &err))
         return cli_report(NULL, &err);
-    /* named as a sweep with the same limit names its data set */
-    char dataset[128];
+    /* named as a sweep with the same limit names its data set (the whole
+     * split was loaded, so that a limit beyond it is an error) */
+    char dataset[sizeof w.dataset_name + 16];
     if (limit)
-        snprintf(dataset, sizeof dataset, "fashion-mnist/%s[:%u]", split, limit);
+        snprintf(dataset, sizeof dataset, "%s[:%u]", w.dataset_name, limit);
     else
-        snprintf(dataset, sizeof dataset, "fashion-mnist/%s", split);
+        snprintf(dataset, sizeof dataset, "%s", w.dataset_name);
     threads = sweep_threads(threads);
     progress bar;
     progress_begin(&bar, "metrics", "samples", 0);
