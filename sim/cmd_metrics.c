@@ -235,7 +235,8 @@ static int store_metrics(const char *db, const sweep_workload *w, const char *da
     if (!rows || !sm) rc = apx_fail(err, APX_EWORK, "out of memory");
     if (rc == APX_OK) {
         bet_rows(b, rows, n);
-        for (size_t i = 0; i < n; i++) sm[i] = (store_metric){rows[i].name, rows[i].layer, rows[i].value};
+        for (size_t i = 0; i < n; i++)
+            sm[i] = (store_metric){rows[i].name, rows[i].layer, rows[i].value};
         rc = store_open(db, &s, err);
     }
     if (rc == APX_OK) rc = store_put_metrics(s, w->model_hash, dataset, sm, n, err);

@@ -79,7 +79,9 @@ static void ref_layer(const ref_net *r, uint32_t l, const int64_t *x, int64_t *y
             int64_t s = 0;
             for (uint32_t j = 0; j < L->in; j++) s += w[(size_t)o * L->in + j] * x[j];
             if (pre) pre[o] = s;
-            y[o] = L->kind == BNN_DENSE_OUT ? s : fires(s, L->threshold[o], L->direction[o]) ? 1 : -1;
+            y[o] = L->kind == BNN_DENSE_OUT                     ? s
+                   : fires(s, L->threshold[o], L->direction[o]) ? 1
+                                                                : -1;
         }
         return;
     }
@@ -156,7 +158,8 @@ static int ref_run(ref_net *r, const uint8_t *px, int force_layer, uint32_t forc
         }
         ref_layer(r, l, x, r->map[l], pre ? pre[l] : NULL);
         if ((int)l == force_layer)
-            for (uint32_t p = 0; p < positions(L); p++) r->map[l][(size_t)p * L->out + force_unit] *= -1;
+            for (uint32_t p = 0; p < positions(L); p++)
+                r->map[l][(size_t)p * L->out + force_unit] *= -1;
     }
     if (force_layer >= 0) r->cached = NULL; /* the maps now hold a forced run */
     const int64_t *sc = r->map[nl - 1];
@@ -172,7 +175,8 @@ static int ref_run(ref_net *r, const uint8_t *px, int force_layer, uint32_t forc
 static void random_weights(bnn_model *m, rng_stream *s) {
     for (uint32_t l = 0; l < m->n_layers; l++)
         for (uint32_t r = 0; r < m->layers[l].out; r++)
-            for (uint32_t c = 0; c < m->layers[l].in; c++) bnn_weight_set(m, l, r, c, rng_u32(s) & 1);
+            for (uint32_t c = 0; c < m->layers[l].in; c++)
+                bnn_weight_set(m, l, r, c, rng_u32(s) & 1);
 }
 
 /* Images with a black background and bright blobs, like Fashion-MNIST. */
@@ -282,7 +286,8 @@ static void test_preactivations(void) {
             const bnn_layer *L = &m.layers[l];
             if (L->in % 64)
                 for (uint32_t r = 0; r < L->out; r++)
-                    padded[L->offset + (size_t)r * L->words + L->words - 1] |= ~0ull << (L->in % 64);
+                    padded[L->offset + (size_t)r * L->words + L->words - 1] |= ~0ull
+                                                                               << (L->in % 64);
         }
         ref_net r;
         ref_init(&r, &m, m.image);
@@ -544,7 +549,8 @@ static void test_ktol_dense(void) {
     for (uint32_t t = 0; t < 160; t++) {
         rng_stream s = stream(4, t);
         int u8 = t % 2;
-        uint32_t n = t < 100 ? (uint32_t)uniform_int(&s, 1, 11) : (uint32_t)uniform_int(&s, 40, 300);
+        uint32_t n =
+            t < 100 ? (uint32_t)uniform_int(&s, 1, 11) : (uint32_t)uniform_int(&s, 40, 300);
         bnn_model m;
         uint8_t px[300];
         uint32_t layer = u8 ? 0 : 1, units_here = 3;
@@ -632,7 +638,8 @@ static void test_ktol_dense(void) {
                     memcpy(img, m.image, m.image_words * 8);
                 }
             } else {
-                for (uint64_t i = 0; i < kt[o] && i < nh; i++) flip_weight(&m, img, layer, o, harm[i]);
+                for (uint64_t i = 0; i < kt[o] && i < nh; i++)
+                    flip_weight(&m, img, layer, o, harm[i]);
                 violated += ref_bit(&m, img, px, layer, o) != out0;
                 subsets++;
                 memcpy(img, m.image, m.image_words * 8);
@@ -644,7 +651,8 @@ static void test_ktol_dense(void) {
                 saturated++;
             } else {
                 CU_ASSERT(kt[o] + 1 <= nh);
-                for (uint64_t i = 0; i <= kt[o] && i < nh; i++) flip_weight(&m, img, layer, o, harm[i]);
+                for (uint64_t i = 0; i <= kt[o] && i < nh; i++)
+                    flip_weight(&m, img, layer, o, harm[i]);
                 not_tight += ref_bit(&m, img, px, layer, o) == out0;
                 tight++;
             }
@@ -751,7 +759,8 @@ static void test_ktol_conv(void) {
                     ref_wrong += conv_bit(&m, m.image, l, x, bit) != out0;
                     for (int k = 0; k < 6; k++) { /* random flip sets of size <= k_tol */
                         memcpy(img, m.image, m.image_words * 8);
-                        uint64_t size = kt[bit] < L->in ? (uint64_t)rng_below(&s, kt[bit] + 1) : L->in;
+                        uint64_t size =
+                            kt[bit] < L->in ? (uint64_t)rng_below(&s, kt[bit] + 1) : L->in;
                         if (k == 0) size = kt[bit] < L->in ? kt[bit] : L->in;
                         for (uint64_t f = 0; f < size; f++)
                             flip_weight(&m, img, l, o, (uint32_t)rng_below(&s, L->in));
@@ -794,7 +803,8 @@ static void test_ktol_conv(void) {
                                 }
                             if (kt[bit] + 1 > nh) continue;
                             memcpy(img, m.image, m.image_words * 8);
-                            for (uint64_t f = 0; f <= kt[bit]; f++) flip_weight(&m, img, l, o, harm[f]);
+                            for (uint64_t f = 0; f <= kt[bit]; f++)
+                                flip_weight(&m, img, l, o, harm[f]);
                             changed |= conv_bit(&m, img, l, x, bit) != out0;
                         }
                     not_tight += !changed;
@@ -959,7 +969,8 @@ static void test_margins(void) {
                 if (needs[l][k] < mn) mn = needs[l][k];
             }
             double mean = (double)sum / nn[l] - 0.5;
-            double scale = (m.layers[l].kind == BNN_DENSE_U8 || m.layers[l].kind == BNN_CONV_U8) ? 255 : 1;
+            double scale =
+                (m.layers[l].kind == BNN_DENSE_U8 || m.layers[l].kind == BNN_CONV_U8) ? 255 : 1;
             CU_ASSERT_EQUAL(M->n_margins, nn[l]);
             CU_ASSERT(fabs(M->margin_mean - mean) < 1e-9 * (1 + fabs(mean)));
             CU_ASSERT_EQUAL(M->margin_min, mn - 0.5);
@@ -1035,7 +1046,8 @@ static void test_importance(void) {
         double imp[BNN_MAX_LAYERS] = {0};
         for (uint32_t l = 0; l + 1 < m.n_layers; l++) {
             for (uint32_t j = 0; j < m.layers[l].out; j++) {
-                wrong += b.layer[l].flips[j] != flips[l][j] || b.layer[l].correct[j] != correct[l][j];
+                wrong +=
+                    b.layer[l].flips[j] != flips[l][j] || b.layer[l].correct[j] != correct[l][j];
                 nonzero += flips[l][j] > 0;
                 imp[l] += ((double)b.n_correct - correct[l][j]) / d.n;
                 units++;
@@ -1209,19 +1221,19 @@ static void test_rows(void) {
     int dup = 0, bad = 0, found = 0;
     double hist_sum[BNN_MAX_LAYERS + 1] = {0};
     for (size_t i = 0; i < n; i++) {
-        bad += !rows[i].name || !*rows[i].name || !isfinite(rows[i].value) ||
+        bad += !rows[i].name || strncmp(rows[i].name, "bet.", 4) || !isfinite(rows[i].value) ||
                rows[i].layer < -1 || rows[i].layer >= (int)m.n_layers;
         for (size_t k = 0; k < i; k++)
             dup += rows[k].layer == rows[i].layer && strcmp(rows[k].name, rows[i].name) == 0;
-        if (strncmp(rows[i].name, "ktol_", 5) == 0 && strncmp(rows[i].name, "ktol_le", 7))
+        if (strncmp(rows[i].name, "bet.ktol_", 9) == 0 && strncmp(rows[i].name, "bet.ktol_le", 11))
             hist_sum[rows[i].layer + 1] += rows[i].value;
-        if (rows[i].layer == 2 && strcmp(rows[i].name, "margin_median") == 0)
+        if (rows[i].layer == 2 && strcmp(rows[i].name, "bet.margin_median") == 0)
             found += rows[i].value == b.layer[2].margin_median;
-        if (rows[i].layer == -1 && strcmp(rows[i].name, "accuracy") == 0)
+        if (rows[i].layer == -1 && strcmp(rows[i].name, "bet.accuracy") == 0)
             found += rows[i].value == (double)b.n_correct / b.n_samples;
-        if (rows[i].layer == 1 && strcmp(rows[i].name, "importance_var_scalefree") == 0)
+        if (rows[i].layer == 1 && strcmp(rows[i].name, "bet.importance_var_scalefree") == 0)
             found += rows[i].value == b.layer[1].importance.scale_free;
-        if (rows[i].layer == 4 && strcmp(rows[i].name, "output_margin_mean") == 0)
+        if (rows[i].layer == 4 && strcmp(rows[i].name, "bet.output_margin_mean") == 0)
             found += rows[i].value == b.output_margin_mean;
     }
     CU_ASSERT_EQUAL(dup, 0);
@@ -1259,19 +1271,23 @@ static void test_cli(void) {
     static char out[1 << 16];
     CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " metrics --help"), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "Example"));
-    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " metrics %s --data %s --limit 20", model, dir), 0);
+    CU_ASSERT_EQUAL(
+        test_run(out, sizeof out, APXSIM " metrics %s --data %s --limit 20", model, dir), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "/test[:20], 20 samples"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "all hidden"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "k_tol histogram"));
     /* JSON: the accuracy of apxsim eval on the same samples */
-    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " metrics %s --data %s --limit 20 --json --threads 2",
-                             model, dir), 0);
+    CU_ASSERT_EQUAL(test_run(out, sizeof out,
+                             APXSIM " metrics %s --data %s --limit 20 --json --threads 2", model,
+                             dir),
+                    0);
     const char *acc = strstr(out, "\"accuracy\": ");
     CU_ASSERT_PTR_NOT_NULL_FATAL(acc);
     double a_metrics = atof(acc + 12);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"layers\": ["));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"ktol_hist\": ["));
-    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " eval %s --data %s --limit 20 --json", model, dir), 0);
+    CU_ASSERT_EQUAL(
+        test_run(out, sizeof out, APXSIM " eval %s --data %s --limit 20 --json", model, dir), 0);
     acc = strstr(out, "\"accuracy\": ");
     CU_ASSERT_PTR_NOT_NULL_FATAL(acc);
     CU_ASSERT(fabs(atof(acc + 12) - a_metrics) < 1e-6);
@@ -1281,17 +1297,19 @@ static void test_cli(void) {
                              model, dir, db), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "stored "));
     CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " query %s --preset metrics", db), 0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(out, "importance_var_scalefree"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "bet.importance_var_scalefree"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "/test[:20]"));
     /* bad input */
-    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " metrics %s --data %s --limit 61", model, dir), 2);
+    CU_ASSERT_EQUAL(
+        test_run(out, sizeof out, APXSIM " metrics %s --data %s --limit 61", model, dir), 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "limit 61 exceeds the 60 samples"));
     CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " metrics %s --threads 0", model), 2);
     CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " metrics %s --limit x", model), 2);
     CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " metrics %s --split dev", model), 2);
     CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " metrics"), 2);
     CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " metrics %s --nope", model), 2);
-    CU_ASSERT_NOT_EQUAL(test_run(out, sizeof out, APXSIM " metrics %s/no-such.bnn --data %s", dir, dir), 0);
+    CU_ASSERT_NOT_EQUAL(
+        test_run(out, sizeof out, APXSIM " metrics %s/no-such.bnn --data %s", dir, dir), 0);
 }
 
 /* ---- the model zoo -------------------------------------------------------------------------- */
@@ -1341,7 +1359,8 @@ static void test_zoo(void) {
         CU_ASSERT_EQUAL_FATAL(bet_compute(&m, &d, &opt, &b, &err), APX_OK);
         /* a few neurons per layer that change something, and one at random */
         rng_stream s = stream(8, (uint32_t)z);
-        uint32_t units[BNN_MAX_LAYERS][3], fl[BNN_MAX_LAYERS][3] = {{0}}, co[BNN_MAX_LAYERS][3] = {{0}};
+        uint32_t units[BNN_MAX_LAYERS][3], fl[BNN_MAX_LAYERS][3] = {{0}},
+                                           co[BNN_MAX_LAYERS][3] = {{0}};
         for (uint32_t l = 0; l + 1 < m.n_layers; l++) {
             uint32_t nu = 0;
             for (uint32_t j = 0; j < b.layer[l].units && nu < 2; j++)

@@ -1162,13 +1162,15 @@ int bet_compute(const bnn_model *m, const dataset *d, const bet_options *opt, be
         if (pthread_create(&tid[started], NULL, slice_run, &sl[started])) break;
     slice_run(&sl[0]);
     for (uint32_t t = 1; t < started; t++) pthread_join(tid[t], NULL);
-    if (started < threads) rc = apx_fail(err, APX_EWORK, "metrics: cannot start %u threads", threads);
+    if (started < threads)
+        rc = apx_fail(err, APX_EWORK, "metrics: cannot start %u threads", threads);
     for (uint32_t t = 0; t < threads && rc == APX_OK; t++) {
         if (sl[t].rc == APX_EINTR) rc = apx_fail(err, APX_EINTR, "metrics: interrupted");
         else if (sl[t].rc) rc = apx_fail(err, APX_EWORK, "metrics: out of memory");
     }
     if (rc == APX_OK) {
-        for (uint32_t t = 1; t < threads; t++) acc_merge(&sl[0].w->acc, &sl[t].w->acc, net.nl, &net);
+        for (uint32_t t = 1; t < threads; t++)
+            acc_merge(&sl[0].w->acc, &sl[t].w->acc, net.nl, &net);
         if (finish(&net, &sl[0].w->acc, out)) {
             bet_metrics_free(out);
             rc = apx_fail(err, APX_EWORK, "out of memory");
@@ -1200,12 +1202,13 @@ void bet_metrics_free(bet_metrics *b) {
         p "256_511", p "512_1023", p "1024_2047", p "2048_4095", p "4096_8191",                \
         p "8192_16383", p "16384_32767", p "32768_65535", p "65536_131071",                    \
         p "131072_262143", p "262144_524287", p "524288_1048575", p "1048576_up"
-static const char *const ktol_names[BET_KTOL_BINS] = {BIN_NAMES("ktol_")};
-static const char *const output_ktol_names[BET_KTOL_BINS] = {BIN_NAMES("output_ktol_")};
+static const char *const ktol_names[BET_KTOL_BINS] = {BIN_NAMES("bet.ktol_")};
+static const char *const output_ktol_names[BET_KTOL_BINS] = {BIN_NAMES("bet.output_ktol_")};
 static const uint32_t kappas[] = {0, 1, 2, 5};
-static const char *const ktol_le_names[] = {"ktol_le_0", "ktol_le_1", "ktol_le_2", "ktol_le_5"};
-static const char *const output_ktol_le_names[] = {"output_ktol_le_0", "output_ktol_le_1",
-                                                   "output_ktol_le_2", "output_ktol_le_5"};
+static const char *const ktol_le_names[] = {"bet.ktol_le_0", "bet.ktol_le_1", "bet.ktol_le_2",
+                                            "bet.ktol_le_5"};
+static const char *const output_ktol_le_names[] = {"bet.output_ktol_le_0", "bet.output_ktol_le_1",
+                                                   "bet.output_ktol_le_2", "bet.output_ktol_le_5"};
 
 typedef struct row_sink {
     bet_row *rows;
@@ -1237,37 +1240,38 @@ static void put_stat(row_sink *s, const char *mean, const char *var, const char 
 
 size_t bet_rows(const bet_metrics *b, bet_row *rows, size_t cap) {
     row_sink s = {rows, rows ? cap : 0, 0};
-    put(&s, "samples", -1, b->n_samples);
-    put(&s, "accuracy", -1, b->n_samples ? (double)b->n_correct / b->n_samples : 0);
-    put(&s, "margin_norm_mean", -1, b->margin_norm_mean);
-    put(&s, "margin_norm_mean_layers", -1, b->margin_norm_mean_layers);
+    put(&s, "bet.samples", -1, b->n_samples);
+    put(&s, "bet.accuracy", -1, b->n_samples ? (double)b->n_correct / b->n_samples : 0);
+    put(&s, "bet.margin_norm_mean", -1, b->margin_norm_mean);
+    put(&s, "bet.margin_norm_mean_layers", -1, b->margin_norm_mean_layers);
     put_hist(&s, b->ktol_hist, b->n_margins, -1, ktol_le_names, ktol_names);
-    put_stat(&s, "importance_mean", "importance_var", "importance_var_scalefree", -1,
+    put_stat(&s, "bet.importance_mean", "bet.importance_var", "bet.importance_var_scalefree", -1,
              &b->importance);
-    put_stat(&s, "fliprate_mean", "fliprate_var", "fliprate_var_scalefree", -1, &b->flip_rate);
+    put_stat(&s, "bet.fliprate_mean", "bet.fliprate_var", "bet.fliprate_var_scalefree", -1,
+             &b->flip_rate);
     for (uint32_t l = 0; l < b->n_layers; l++) {
         const bet_layer_metrics *M = &b->layer[l];
         int li = (int)l;
-        put(&s, "units", li, M->units);
-        put(&s, "fan_in", li, M->fan_in);
+        put(&s, "bet.units", li, M->units);
+        put(&s, "bet.fan_in", li, M->fan_in);
         if (l + 1 == b->n_layers) {
-            put(&s, "output_margin_mean", li, b->output_margin_mean);
-            put(&s, "output_margin_mean_correct", li, b->output_margin_mean_correct);
-            put(&s, "output_margin_median", li, b->output_margin_median);
-            put(&s, "output_margin_min", li, b->output_margin_min);
+            put(&s, "bet.output_margin_mean", li, b->output_margin_mean);
+            put(&s, "bet.output_margin_mean_correct", li, b->output_margin_mean_correct);
+            put(&s, "bet.output_margin_median", li, b->output_margin_median);
+            put(&s, "bet.output_margin_min", li, b->output_margin_min);
             put_hist(&s, b->output_ktol_hist, b->n_samples, li, output_ktol_le_names,
                      output_ktol_names);
             continue;
         }
-        put(&s, "positions", li, M->positions);
-        put(&s, "margin_mean", li, M->margin_mean);
-        put(&s, "margin_min", li, M->margin_min);
-        put(&s, "margin_median", li, M->margin_median);
-        put(&s, "margin_norm_mean", li, M->margin_norm_mean);
+        put(&s, "bet.positions", li, M->positions);
+        put(&s, "bet.margin_mean", li, M->margin_mean);
+        put(&s, "bet.margin_min", li, M->margin_min);
+        put(&s, "bet.margin_median", li, M->margin_median);
+        put(&s, "bet.margin_norm_mean", li, M->margin_norm_mean);
         put_hist(&s, M->ktol_hist, M->n_margins, li, ktol_le_names, ktol_names);
-        put_stat(&s, "importance_mean", "importance_var", "importance_var_scalefree", li,
-                 &M->importance);
-        put_stat(&s, "fliprate_mean", "fliprate_var", "fliprate_var_scalefree", li,
+        put_stat(&s, "bet.importance_mean", "bet.importance_var", "bet.importance_var_scalefree",
+                 li, &M->importance);
+        put_stat(&s, "bet.fliprate_mean", "bet.fliprate_var", "bet.fliprate_var_scalefree", li,
                  &M->flip_rate);
     }
     return s.n;

@@ -128,9 +128,9 @@ int bet_compute(const bnn_model *m, const dataset *d, const bet_options *opt, be
 void bet_metrics_free(bet_metrics *b);
 
 /* The metrics as flat rows for storage (docs/bet-metrics.md lists them):
- * layer is the layer index, or -1 for the whole model; name is a string
- * literal. Returns the number of rows; writes at most cap of them (rows may
- * be NULL with cap 0 to count). */
+ * name is a string literal starting "bet.", layer the layer index or -1 for
+ * the whole model. Returns the number of rows; writes at most cap of them
+ * (rows may be NULL with cap 0 to count). */
 typedef struct bet_row {
     const char *name;
     int layer;
