@@ -789,6 +789,30 @@ int store_put_eval(store *s, const store_eval *e, int *inserted, apx_error *err)
     return rc;
 }
 
+int store_has_metric(store *s, const char *model_hash, const char *dataset, const char *name,
+                     int *exists, apx_error *err) {
+    *exists = 0;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st = NULL;
+    int rc = APX_OK;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT 1 FROM model_metrics WHERE model_hash = ? AND dataset = ? "
+                           "AND name = ? LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = db_fail(s, err, "looking up a metric");
+    } else {
+        sqlite3_bind_text(st, 1, model_hash, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, dataset, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW) *exists = 1;
+        else if (step != SQLITE_DONE) rc = db_fail(s, err, "looking up a metric");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 int store_put_metrics(store *s, const char *model_hash, const char *dataset,
                       const store_metric *m, size_t n, apx_error *err) {
     if (!s || !model_hash || !dataset || (n && !m))

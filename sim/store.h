@@ -113,6 +113,10 @@ typedef struct store_metric {
     double value;              /* NaN is stored as NULL */
 } store_metric;
 
+/* Whether a model has metric `name` (any layer) on dataset. */
+int store_has_metric(store *s, const char *model_hash, const char *dataset, const char *name,
+                     int *exists, apx_error *err);
+
 /* Stores (or replaces) a model's metrics in one transaction. */
 int store_put_metrics(store *s, const char *model_hash, const char *dataset,
                       const store_metric *m, size_t n, apx_error *err);

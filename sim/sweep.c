@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../workloads/bet.h"
 #include "apxsim_version.h"
 #include "progress.h"
 #include "store.h"
@@ -197,6 +198,7 @@ int sweep_plan_load(const char *path, sweep_plan *p, apx_error *err) {
 int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error *err) {
     static const char *const top_keys[] = {"name",   "seed",   "chips",
                                            "threads", "output", "workload", "workloads",
+                                           "metrics",
                                            "memory", "device", "operating_points",
                                            NULL};
     static const char *const memory_keys[] = {"geometry", "base",       "batch",
@@ -254,6 +256,7 @@ int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error
     p->seed = (uint64_t)seed;
     p->chips = (uint32_t)chips;
     p->threads = (uint32_t)threads;
+    if (cfg_get_bool(root, "metrics", 0, 1, &p->metrics, err)) goto fail;
     const cfg_node *mem = cfg_find(root, "memory");
     long long base, batch;
     if ((mem && cfg_expect_map(mem, "memory", memory_keys, err)) ||
@@ -816,6 +819,35 @@ static int store_sidecar(store *db, const sweep_workload_spec *spec, const sweep
     return rc;
 }
 
+/* The bit-error-tolerance metrics of a workload's model on its data
+ * (workloads/bet.h) into model_metrics, once per model and data set: a
+ * database that has them (bet.samples) is not asked again. */
+static int store_bet(store *db, const sweep_workload *w, uint32_t threads, volatile int *stop,
+                     apx_error *err) {
+    int exists;
+    if (store_has_metric(db, w->model_hash, w->dataset_name, "bet.samples", &exists, err))
+        return err->code;
+    if (exists) return APX_OK;
+    bet_metrics b;
+    bet_options opt = {0, sweep_threads(threads), stop, NULL, NULL};
+    if (bet_compute(&w->model, &w->data, &opt, &b, err))
+        return apx_wrap(err, "bit-error-tolerance metrics: ");
+    size_t n = bet_rows(&b, NULL, 0);
+    bet_row *rows = malloc((n ? n : 1) * sizeof *rows);
+    store_metric *m = malloc((n ? n : 1) * sizeof *m);
+    int rc = rows && m ? APX_OK : apx_fail(err, APX_EWORK, "out of memory");
+    if (rc == APX_OK) {
+        bet_rows(&b, rows, n);
+        for (size_t i = 0; i < n; i++) m[i] = (store_metric){rows[i].name, rows[i].layer,
+                                                             rows[i].value};
+        rc = store_put_metrics(db, w->model_hash, w->dataset_name, m, n, err);
+    }
+    free(rows);
+    free(m);
+    bet_metrics_free(&b);
+    return rc;
+}
+
 static void free_workloads(sweep_workload *w, size_t n) {
     for (size_t i = 0; i < n; i++) sweep_workload_free(&w[i]);
     free(w);
@@ -854,7 +886,9 @@ int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
         return rc;
     }
     for (size_t i = 0; i < loaded; i++)
-        if ((rc = store_sidecar(P.db, &p->workloads[i], &w[i], err))) {
+        if ((rc = store_sidecar(P.db, &p->workloads[i], &w[i], err)) ||
+            (p->metrics && (rc = store_bet(P.db, &w[i], threads ? threads : p->threads, stop,
+                                           err)))) {
             store_close(P.db);
             free_workloads(w, loaded);
             return rc;

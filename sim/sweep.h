@@ -51,6 +51,7 @@ typedef struct sweep_plan {
     uint64_t seed;
     uint32_t chips;
     uint32_t threads;           /* 0 = one per core */
+    int metrics;                /* store each model's BET metrics (`metrics:`, default on) */
     const char *output;         /* results database */
     /* This process runs the jobs whose index in plan order (workload-major,
      * then point, then chip) is shard_index modulo shard_count: --shard K/N sets

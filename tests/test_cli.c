@@ -430,6 +430,35 @@ static void test_search(void) {
     CU_ASSERT_PTR_NOT_NULL(strstr(a, "models no energy"));
 }
 
+/* A sweep stores each model's bit-error-tolerance metrics once (the
+ * metrics preset shows them), and `metrics: false` leaves them out. */
+static void test_sweep_metrics(void) {
+    make_workload();
+    char cfg[512], db[512], q[1024];
+    snprintf(db, sizeof db, "%s", test_db_path("metrics.db"));
+    snprintf(cfg, sizeof cfg, "%s", write_sweep("metrics.yaml", model_path, data_dir, ""));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s -q", cfg, db), 0);
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " query %s --preset metrics --format csv", db),
+                    0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, ",bet.samples,-1,60"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, ",bet.accuracy,-1,"));
+    snprintf(q, sizeof q, APXSIM " query %s --format csv --sql 'SELECT count(*) FROM model_metrics'",
+             db);
+    char before[256], after[256];
+    CU_ASSERT_EQUAL(test_run(before, sizeof before, "%s", q), 0);
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s -q", cfg, db), 0);
+    CU_ASSERT_EQUAL(test_run(after, sizeof after, "%s", q), 0);
+    CU_ASSERT_STRING_EQUAL(before, after);
+    snprintf(db, sizeof db, "%s", test_db_path("nometrics.db"));
+    snprintf(cfg, sizeof cfg, "%s", write_sweep("nometrics.yaml", model_path, data_dir,
+                                                "metrics: false\n"));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s -q", cfg, db), 0);
+    snprintf(q, sizeof q, APXSIM " query %s --format csv --sql 'SELECT count(*) AS n FROM "
+                          "model_metrics'", db);
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, "%s", q), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "n\r\n0"));
+}
+
 void add_cli_suite(void) {
     TEST_SUITE("cli", {"version, help and usage", test_version_help_and_usage},
                {"sweep is deterministic and resumable", test_sweep_is_deterministic_and_resumable},
@@ -438,5 +467,6 @@ void add_cli_suite(void) {
                {"memory layout and point lists", test_layout_and_point_lists},
                {"several workloads in one sweep", test_several_workloads},
                {"a device named by its file", test_device_file},
-               {"search", test_search});
+               {"search", test_search},
+               {"sweeps store the models' metrics", test_sweep_metrics});
 }
