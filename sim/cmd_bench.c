@@ -72,7 +72,7 @@ static int time_eval(const char *model, const char *data, double ber, eval_timin
         job_result best = {0};
         for (int rep = 0; rep < 3 && rc == APX_OK; rep++) {
             job_result r;
-            rc = sweep_eval_job(&w, dev, &ber, &geo, 0, 1, 0, counts[i], scratch, &r, err);
+            rc = sweep_eval_job(&w, dev, &ber, NULL, &geo, 0, 1, 0, counts[i], scratch, &r, err);
             if (rc == APX_OK && (rep == 0 || r.seconds < best.seconds)) best = r;
         }
         t[i] = (eval_timing){counts[i], best.seconds,

@@ -24,8 +24,9 @@ static const char plot_help[] =
     "\n"
     "Options:\n"
     "  -f, --figure NAME   accuracy (default) or pareto\n"
-    "      --x COL         pareto: the column to minimise (e.g. faults_injected)\n"
-    "      --y COL         pareto: the column to maximise (e.g. accuracy)\n"
+    "      --x COL         pareto: the column to minimise (default energy_pj, the\n"
+    "                      energy per inference; or e.g. faults_injected)\n"
+    "      --y COL         pareto: the column to maximise (default accuracy)\n"
     "  -o, --output FILE   the SVG file (default: DB with .svg for .db, e.g.\n"
     "                      results/quickstart.svg; -pareto.svg for the pareto figure)\n"
     "  -t, --title TEXT    the figure's title (default: made from the data)\n"
@@ -75,8 +76,12 @@ int cmd_plot(int argc, char **argv) {
         }
     }
     if (optind + 1 != argc) return cli_usage("plot", "%s", "expects one results database");
-    if (opt.figure == PLOT_PARETO && (!opt.x_column || !opt.y_column))
-        return cli_usage("plot", "%s", "the pareto figure needs --x COL and --y COL");
+    if (opt.figure == PLOT_PARETO && !opt.x_column != !opt.y_column)
+        return cli_usage("plot", "%s", "the pareto figure needs both --x COL and --y COL, or neither");
+    if (opt.figure == PLOT_PARETO && !opt.x_column) { /* energy against accuracy */
+        opt.x_column = "energy_pj";
+        opt.y_column = "accuracy";
+    }
     if (opt.figure == PLOT_ACCURACY && (opt.x_column || opt.y_column))
         return cli_usage("plot", "%s", "--x and --y are for --figure pareto");
 

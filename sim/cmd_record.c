@@ -107,10 +107,15 @@ int cmd_record(int argc, char **argv) {
     else if (one_chip && chip >= plan.chips)
         rc = apx_fail(&err, APX_EINPUT, "--chip %u: %s has %u chips (0 to %u)", chip,
                       argv[optind], plan.chips, plan.chips - 1);
+    else if (plan.n_workloads != 1)
+        rc = apx_fail(&err, APX_EINPUT,
+                      "%s has %zu workloads: record writes the maps of one model's placement; "
+                      "keep one workload in a copy of the config",
+                      argv[optind], plan.n_workloads);
     else if (mkdir(dir, 0777) && errno != EEXIST)
         rc = apx_fail(&err, APX_EWORK, "cannot create %s: %s", dir, strerror(errno));
     else
-        rc = bnn_load(plan.model_path, &w.model, &err);
+        rc = bnn_load(plan.workloads[0].model_path, &w.model, &err);
     if (rc) goto out;
     cli_catch_signals();
     size_t p0 = one_point ? point : 0, p1 = one_point ? point + 1 : plan.n_points;

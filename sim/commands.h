@@ -29,5 +29,6 @@ int cmd_replay(int argc, char **argv);  /* sim/cmd_record.c */
 int cmd_plot(int argc, char **argv);    /* sim/cmd_plot.c */
 int cmd_construct(int argc, char **argv); /* sim/cmd_construct.c */
 int cmd_metrics(int argc, char **argv);   /* sim/cmd_metrics.c */
+int cmd_search(int argc, char **argv);    /* sim/cmd_search.c */
 
 #endif

@@ -257,7 +257,7 @@ static int cmd_eval(int argc, char **argv) {
     geometry_default(&geo);
     if (rc == APX_OK && !scratch) rc = apx_fail(&err, APX_EWORK, "out of memory");
     if (rc == APX_OK)
-        rc = sweep_eval_job(&w, dev, &ber, &geo, 0, seed, chip, threads, scratch, &r, &err);
+        rc = sweep_eval_job(&w, dev, &ber, NULL, &geo, 0, seed, chip, threads, scratch, &r, &err);
     if (rc == APX_OK) {
         double acc = r.n_samples ? (double)r.n_correct / r.n_samples : 0;
         double ips = r.seconds > 0 ? r.n_samples / r.seconds : 0;
@@ -379,8 +379,16 @@ static int cmd_sweep(int argc, char **argv) {
     }
     if (rc) return cli_report(NULL, &err);
     if (!quiet) {
-        printf("%zu jobs run, %zu already in the database, %.1f s\n\n", st.jobs_done,
+        printf("%zu jobs run, %zu already in the database, %.1f s\n", st.jobs_done,
                st.jobs_skipped, st.seconds);
+        double busy = st.seconds * st.threads;
+        if (st.jobs_done && busy > 0)
+            printf("time on %u thread%s: inference %.1f %%, fault maps %.1f %%, cost model "
+                   "%.1f %%, other (planning, store, scheduling) %.1f %%\n",
+                   st.threads, st.threads == 1 ? "" : "s", 100 * st.inference_seconds / busy,
+                   100 * st.fault_seconds / busy, 100 * st.cost_seconds / busy,
+                   100 * (1 - (st.inference_seconds + st.fault_seconds + st.cost_seconds) / busy));
+        printf("\n");
         if ((rc = cmd_query_print(db, "accuracy", STORE_TABLE))) return rc;
         printf("\nresults: %s\n", db);
     }
@@ -551,59 +559,72 @@ static const char check_help[] =
     "Example:\n"
     "  apxsim check configs/sweeps/quickstart.yaml\n";
 
+/* Inferences per second of one thread on a sample of w's data (clean
+ * weights: faults do not change the work of inference), repeated until
+ * ~50 ms have passed so that a tiny sample is not lost in the timer's
+ * resolution. 0 if it cannot be measured. */
+static double measure_rate(const sweep_workload *w, uint32_t *sample_out) {
+    const bnn_model *m = &w->model;
+    uint32_t sample = w->data.n < 200 ? w->data.n : 200;
+    *sample_out = sample;
+    bnn_workspace *ws = sample ? bnn_workspace_new(m) : NULL;
+    if (!ws) return 0;
+    bnn_eval_range(m, m->image, &w->data, 0, sample, ws, NULL); /* warm-up */
+    double t0 = progress_now(), elapsed = 0;
+    uint64_t images = 0;
+    do {
+        bnn_eval_range(m, m->image, &w->data, 0, sample, ws, NULL);
+        images += sample;
+        elapsed = progress_now() - t0;
+    } while (elapsed < 0.05 && images < 100u * sample);
+    bnn_workspace_free(ws);
+    return elapsed > 0 ? (double)images / elapsed : 1e12;
+}
+
 static int check_sweep(const char *path, apx_error *err) {
     sweep_plan plan;
     if (sweep_plan_load(path, &plan, err)) return err->code;
-    /* The data set is loaded too: a sweep that cannot read it would fail, so
-     * check fails (exit 2) rather than print a plan without an estimate. */
-    sweep_workload w;
-    int rc = sweep_workload_load(plan.model_path, plan.data_dir, plan.split, plan.limit, &w, err);
-    if (rc == APX_OK) {
-        const bnn_model *m = &w.model;
-        size_t jobs = plan.n_points * plan.chips;
-        printf("%s: sweep '%s'\n", path, plan.name);
-        printf("  model      %s (%u layers, %zu weight words)\n", plan.model_path, m->n_layers,
-               m->image_words);
-        printf("  data       %s in %s (%u images)\n", w.dataset_name, fmnist_dir(plan.data_dir),
-               w.data.n);
-        printf("  device     %s (%s)\n", plan.dev->ops->kind, plan.dev->ops->summary);
-        printf("  plan       %zu operating points x %u chips = %zu jobs\n", plan.n_points,
-               plan.chips, jobs);
-        printf("  output     %s\n", plan.output);
-        /* Run-time estimate: one thread evaluates a sample of the data set
-         * with the active kernel on the clean weights (faults do not change
-         * the work of inference), repeated until ~50 ms have passed so that
-         * a tiny sample is not lost in the timer's resolution; the sweep
-         * runs one job per thread, each over the whole data set. It leaves
-         * out fault drawing and the commit per job, small next to inference
-         * for real models. */
-        uint32_t sample = w.data.n < 200 ? w.data.n : 200;
-        bnn_workspace *ws = sample ? bnn_workspace_new(m) : NULL;
-        if (ws) {
-            bnn_eval_range(m, m->image, &w.data, 0, sample, ws, NULL); /* warm-up */
-            double t0 = progress_now(), elapsed = 0;
-            uint64_t images = 0;
-            do {
-                bnn_eval_range(m, m->image, &w.data, 0, sample, ws, NULL);
-                images += sample;
-                elapsed = progress_now() - t0;
-            } while (elapsed < 0.05 && images < 100u * sample);
-            bnn_workspace_free(ws);
-            double rate = elapsed > 0 ? (double)images / elapsed : 1e12;
-            uint32_t threads = sweep_threads(plan.threads);
-            uint32_t busy = jobs < threads ? (uint32_t)(jobs ? jobs : 1) : threads;
-            double seconds = (double)jobs * w.data.n / rate / busy;
-            printf("  estimate   ~%.*f s on %u thread%s%s (measured %.0f inferences/s per "
-                   "thread on a sample of %u images, %s kernel)\n",
-                   seconds < 10 ? 2 : 0, seconds, busy, busy == 1 ? "" : "s",
-                   plan.threads ? "" : ", one per core", rate, sample,
-                   bnn_kernel_name(bnn_kernel_active()));
-        } else {
-            printf("  estimate   none (%s)\n",
-                   sample ? "out of memory for a workspace" : "the data set is empty");
+    size_t per_workload = plan.n_points * plan.chips, jobs = plan.n_workloads * per_workload;
+    printf("%s: sweep '%s'\n", path, plan.name);
+    printf("  device     %s (%s)\n", plan.dev->ops->kind, plan.dev->ops->summary);
+    printf("  plan       %zu workload%s x %zu operating points x %u chips = %zu jobs\n",
+           plan.n_workloads, plan.n_workloads == 1 ? "" : "s", plan.n_points, plan.chips, jobs);
+    printf("  output     %s\n", plan.output);
+    /* Run-time estimate: the sweep runs one job per thread, each over the
+     * whole data set; fault drawing and the commit per job are left out,
+     * small next to inference for real models. The data sets are loaded
+     * too: a sweep that cannot read them would fail, so check fails (exit 2)
+     * rather than print a plan without an estimate. */
+    uint32_t threads = sweep_threads(plan.threads);
+    uint32_t busy = jobs < threads ? (uint32_t)(jobs ? jobs : 1) : threads;
+    double seconds = 0;
+    int rc = APX_OK, measured = 1;
+    for (size_t i = 0; rc == APX_OK && i < plan.n_workloads; i++) {
+        const sweep_workload_spec *spec = &plan.workloads[i];
+        sweep_workload w;
+        if ((rc = sweep_workload_load_spec(spec, &w, err))) break;
+        if ((rc = sweep_check_layout(&plan, &w.model, err)) == APX_OK) {
+            uint32_t sample;
+            double rate = measure_rate(&w, &sample);
+            printf("  workload   %s: %s (%u layers, %zu weight words), %s in %s (%u images)",
+                   spec->name, spec->model_path, w.model.n_layers, w.model.image_words,
+                   w.dataset_name, fmnist_dir(spec->data_dir), w.data.n);
+            if (rate > 0) {
+                printf(", measured %.0f inferences/s per thread (%s kernel, %u-image sample)\n", rate,
+                       bnn_kernel_name(bnn_kernel_active()), sample);
+                seconds += (double)per_workload * w.data.n / rate / busy;
+            } else {
+                printf("\n");
+                measured = 0;
+            }
         }
         sweep_workload_free(&w);
     }
+    if (rc == APX_OK && measured)
+        printf("  estimate   ~%.*f s on %u thread%s%s\n", seconds < 10 ? 2 : 0, seconds, busy,
+               busy == 1 ? "" : "s", plan.threads ? "" : ", one per core");
+    else if (rc == APX_OK)
+        printf("  estimate   none (an empty data set or no memory for a workspace)\n");
     sweep_plan_free(&plan);
     return rc;
 }
@@ -651,6 +672,7 @@ static const struct command {
     {"query", cmd_query, "print results from a database (presets, SQL; table, CSV, JSON)"},
     {"check", cmd_check, "validate a sweep config or training recipe and show the plan"},
     {"merge", cmd_merge, "combine shard databases of a sweep into one"},
+    {"search", cmd_search, "lowest-energy operating point and per-layer partitions in a budget"},
     {"plot", cmd_plot, "draw SVG figures from a results database (accuracy, Pareto)"},
     {"record", cmd_record, "write the fault maps of a sweep's points and chips as .fmap files"},
     {"replay", cmd_replay, "evaluate a model with recorded .fmap fault maps"},

@@ -98,6 +98,95 @@ static int load_points(const cfg_node *node, sweep_plan *p, apx_error *err) {
     return rc;
 }
 
+/* A list of layer indices under key (each < BNN_MAX_LAYERS, no repeats) as
+ * a bit set. */
+static int load_layer_list(const cfg_node *map, const char *key, uint8_t *set, apx_error *err) {
+    double *v = NULL;
+    size_t n = 0;
+    if (cfg_get_double_list(map, key, 1, 0, BNN_MAX_LAYERS - 1, BNN_MAX_LAYERS, &v, &n, err))
+        return err->code;
+    int rc = APX_OK;
+    for (size_t i = 0; i < n && rc == APX_OK; i++) {
+        if (v[i] != (double)(uint32_t)v[i])
+            rc = cfg_fail(cfg_find(map, key), err, "%s: layer %g is not a whole number", key, v[i]);
+        else if (set[(uint32_t)v[i]])
+            rc = cfg_fail(cfg_find(map, key), err, "%s: layer %u is listed twice", key,
+                          (unsigned)v[i]);
+        else set[(uint32_t)v[i]] = 1;
+    }
+    free(v);
+    return rc;
+}
+
+/* memory.approximate (which layers' weights live in approximate memory;
+ * default all) and memory.partitions (layers at their own operating point,
+ * EDEN's partitions). Layer indices are checked against the model when the
+ * sweep runs (sweep_check_layout). */
+static int load_layout(const cfg_node *mem, sweep_plan *p, apx_error *err) {
+    static const char *const part_keys[] = {"layers", "operating_point", NULL};
+    sweep_layout *L = &p->layout;
+    memset(L, 0, sizeof *L);
+    if (!mem) return APX_OK;
+    if (cfg_find(mem, "approximate")) {
+        uint8_t approx[BNN_MAX_LAYERS] = {0};
+        if (load_layer_list(mem, "approximate", approx, err)) return err->code;
+        for (int l = 0; l < BNN_MAX_LAYERS; l++) {
+            L->exact[l] = !approx[l];
+            p->layer_named[l] |= approx[l];
+        }
+    }
+    const cfg_node *parts = cfg_find(mem, "partitions");
+    if (!parts) return APX_OK;
+    if (parts->kind != CFG_SEQ || parts->n == 0)
+        return cfg_fail(parts, err, "partitions must be a list of {layers, operating_point}");
+    if (parts->n > BNN_MAX_LAYERS)
+        return cfg_fail(parts, err, "more than %d partitions", BNN_MAX_LAYERS);
+    p->n_partitions = parts->n;
+    p->partition_points = malloc(parts->n * p->n_knobs * sizeof *p->partition_points);
+    if (!p->partition_points) return apx_fail(err, APX_EWORK, "out of memory");
+    uint8_t taken[BNN_MAX_LAYERS] = {0};
+    for (size_t i = 0; i < parts->n; i++) {
+        const cfg_node *part = parts->items[i], *pt;
+        double *v = &p->partition_points[i * p->n_knobs];
+        uint8_t mine[BNN_MAX_LAYERS] = {0};
+        if (cfg_expect_map(part, "partition", part_keys, err) ||
+            load_layer_list(part, "layers", mine, err))
+            return err->code;
+        if (!(pt = cfg_find(part, "operating_point")))
+            return cfg_fail(part, err, "a partition needs an operating_point");
+        if (cfg_expect_map(pt, "operating_point", p->dev->ops->knobs, err)) return err->code;
+        for (int k = 0; k < p->n_knobs; k++) {
+            if (cfg_find(pt, p->dev->ops->knobs[k])) {
+                if (cfg_get_double(pt, p->dev->ops->knobs[k], 1, 0, -1e300, 1e300, &v[k], err))
+                    return err->code;
+            } else if (knob_default(p, k, pt, &v[k], err)) {
+                return err->code;
+            }
+        }
+        if (p->dev->ops->check_point(p->dev, v, pt, err)) return err->code;
+        for (int l = 0; l < BNN_MAX_LAYERS; l++) {
+            if (!mine[l]) continue;
+            if (taken[l]) return cfg_fail(part, err, "layer %d is in two partitions", l);
+            if (L->exact[l])
+                return cfg_fail(part, err, "layer %d is in a partition but not in "
+                                           "memory.approximate", l);
+            taken[l] = 1;
+            L->layer_op[l] = v;
+            p->layer_named[l] = 1;
+        }
+    }
+    return APX_OK;
+}
+
+int sweep_check_layout(const sweep_plan *p, const bnn_model *m, apx_error *err) {
+    for (uint32_t l = m->n_layers; l < BNN_MAX_LAYERS; l++)
+        if (p->layer_named[l])
+            return cfg_fail(cfg_find(cfg_root(p->doc), "memory"), err,
+                            "memory: layer %u does not exist (the model has %u layers, 0..%u)",
+                            l, m->n_layers, m->n_layers ? m->n_layers - 1 : 0);
+    return APX_OK;
+}
+
 int sweep_plan_load(const char *path, sweep_plan *p, apx_error *err) {
     memset(p, 0, sizeof *p);
     cfg_doc *doc = cfg_load_file(path, err);
@@ -107,10 +196,11 @@ int sweep_plan_load(const char *path, sweep_plan *p, apx_error *err) {
 
 int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error *err) {
     static const char *const top_keys[] = {"name",   "seed",   "chips",
-                                           "threads", "output", "workload",
+                                           "threads", "output", "workload", "workloads",
                                            "memory", "device", "operating_points",
                                            NULL};
-    static const char *const memory_keys[] = {"geometry", "base", "batch", NULL};
+    static const char *const memory_keys[] = {"geometry", "base",       "batch",
+                                              "approximate", "partitions", NULL};
     static const char *const workload_keys[] = {"name", "model", "dataset", "split",
                                                 "limit", "data_dir", NULL};
     static const char *const datasets[] = {"fashion-mnist", NULL};
@@ -118,9 +208,8 @@ int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error
     memset(p, 0, sizeof *p);
     p->doc = doc;
     p->config_path = path;
-    const cfg_node *root = cfg_root(p->doc), *w;
-    long long seed, chips, threads, limit;
-    int ds, split;
+    const cfg_node *root = cfg_root(p->doc);
+    long long seed, chips, threads;
     if (cfg_expect_map(root, "sweep", top_keys, err) ||
         cfg_get_string(root, "name", 1, NULL, &p->name, err) ||
         cfg_get_int(root, "seed", 0, 1, 0, INT64_MAX, &seed, err) ||
@@ -128,24 +217,43 @@ int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error
         cfg_get_int(root, "threads", 0, 0, 0, 1024, &threads, err) ||
         cfg_get_string(root, "output", 1, NULL, &p->output, err))
         goto fail;
-    if (!(w = cfg_find(root, "workload"))) {
-        cfg_fail(root, err, "missing 'workload' section (model and data set)");
+    const cfg_node *one = cfg_find(root, "workload"), *many = cfg_find(root, "workloads");
+    if (!one == !many) {
+        cfg_fail(root, err, one ? "give 'workload' or 'workloads', not both"
+                                : "missing 'workload' section (model and data set)");
         goto fail;
     }
-    if (cfg_expect_map(w, "workload", workload_keys, err) ||
-        cfg_get_string(w, "name", 0, NULL, &p->workload_name, err) ||
-        cfg_get_string(w, "model", 1, NULL, &p->model_path, err) ||
-        cfg_get_enum(w, "dataset", 0, 0, datasets, &ds, err) ||
-        cfg_get_enum(w, "split", 0, 0, splits, &split, err) ||
-        cfg_get_int(w, "limit", 0, 0, 0, UINT32_MAX, &limit, err) ||
-        cfg_get_string(w, "data_dir", 0, NULL, &p->data_dir, err))
+    if (many && (many->kind != CFG_SEQ || many->n == 0 || many->n > SWEEP_MAX_WORKLOADS)) {
+        cfg_fail(many, err, "workloads must be a list of 1 to %u workloads",
+                 SWEEP_MAX_WORKLOADS);
         goto fail;
-    if (!p->workload_name) p->workload_name = p->model_path;
-    p->split = splits[split];
+    }
+    p->n_workloads = many ? many->n : 1;
+    for (size_t i = 0; i < p->n_workloads; i++) {
+        const cfg_node *w = many ? many->items[i] : one;
+        sweep_workload_spec *s = &p->workloads[i];
+        long long limit;
+        int ds, split;
+        if (cfg_expect_map(w, "workload", workload_keys, err) ||
+            cfg_get_string(w, "name", 0, NULL, &s->name, err) ||
+            cfg_get_string(w, "model", 1, NULL, &s->model_path, err) ||
+            cfg_get_enum(w, "dataset", 0, 0, datasets, &ds, err) ||
+            cfg_get_enum(w, "split", 0, 0, splits, &split, err) ||
+            cfg_get_int(w, "limit", 0, 0, 0, UINT32_MAX, &limit, err) ||
+            cfg_get_string(w, "data_dir", 0, NULL, &s->data_dir, err))
+            goto fail;
+        if (!s->name) s->name = s->model_path;
+        s->split = splits[split];
+        s->limit = (uint32_t)limit;
+        for (size_t k = 0; k < i; k++)
+            if (!strcmp(p->workloads[k].name, s->name)) {
+                cfg_fail(w, err, "two workloads are named '%s'", s->name);
+                goto fail;
+            }
+    }
     p->seed = (uint64_t)seed;
     p->chips = (uint32_t)chips;
     p->threads = (uint32_t)threads;
-    p->limit = (uint32_t)limit;
     const cfg_node *mem = cfg_find(root, "memory");
     long long base, batch;
     if ((mem && cfg_expect_map(mem, "memory", memory_keys, err)) ||
@@ -162,7 +270,7 @@ int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error
                  p->dev->ops->knobs[0]);
         goto fail;
     }
-    if (load_points(p->points_at, p, err)) goto fail;
+    if (load_points(p->points_at, p, err) || load_layout(mem, p, err)) goto fail;
     return APX_OK;
 fail:
     sweep_plan_free(p);
@@ -172,6 +280,7 @@ fail:
 void sweep_plan_free(sweep_plan *p) {
     device_destroy(p->dev);
     free(p->points);
+    free(p->partition_points);
     cfg_free(p->doc);
     memset(p, 0, sizeof *p);
 }
@@ -271,6 +380,13 @@ int sweep_workload_load(const char *model_path, const char *data_dir, const char
     return APX_OK;
 }
 
+int sweep_workload_load_spec(const sweep_workload_spec *s, sweep_workload *w,
+                             apx_error *err) {
+    if (sweep_workload_load(s->model_path, s->data_dir, s->split, s->limit, w, err))
+        return apx_wrap(err, "workload %s: ", s->name);
+    return APX_OK;
+}
+
 void sweep_workload_free(sweep_workload *w) {
     bnn_free(&w->model);
     dataset_free(&w->data);
@@ -322,20 +438,28 @@ static device_region *model_regions(const bnn_model *m, const geometry *geo,
     return regions;
 }
 
-static int prepare_device(const device *dev, const sweep_workload *w, const geometry *geo,
-                          uint64_t base_addr, apx_error *err) {
+static int prepare_device(const device *dev, const sweep_workload *w, size_t n_workloads,
+                          const geometry *geo, uint64_t base_addr, apx_error *err) {
     if (!dev || !dev->ops->prepare) return APX_OK;
-    const bnn_model *m = &w->model;
-    device_region *regions = model_regions(m, geo, base_addr);
+    size_t n = 0;
+    for (size_t i = 0; i < n_workloads; i++) n += w[i].model.n_layers;
+    device_region *regions = malloc((n ? n : 1) * sizeof *regions);
     if (!regions) return apx_fail(err, APX_EWORK, "out of memory");
-    int rc = dev->ops->prepare((device *)dev, regions, m->n_layers, err);
+    n = 0;
+    for (size_t i = 0; i < n_workloads; i++)
+        for (uint32_t l = 0; l < w[i].model.n_layers; l++)
+            regions[n++] = layer_region(&w[i].model, l, geo, base_addr);
+    int rc = dev->ops->prepare((device *)dev, regions, n, err);
     free(regions);
     return rc ? apx_wrap(err, "preparing the %s device: ", dev->ops->kind) : APX_OK;
 }
 
-int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
-                   const geometry *geo, uint64_t base_addr, uint64_t seed, uint32_t chip,
-                   uint32_t threads, uint64_t *scratch, job_result *res, apx_error *err) {
+/* sweep_eval_job; `prepare` is 0 in the pool, which prepared the device
+ * once for the regions of every workload. */
+static int eval_job(const sweep_workload *w, const device *dev, const double *op,
+                    const sweep_layout *layout, const geometry *geo, uint64_t base_addr,
+                    uint64_t seed, uint32_t chip, uint32_t threads, uint64_t *scratch,
+                    job_result *res, int prepare, apx_error *err) {
     const bnn_model *m = &w->model;
     double t0 = progress_now();
     memset(res, 0, sizeof *res);
@@ -350,15 +474,20 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
         return apx_fail(err, APX_EINPUT, "the model has %u layers, more than %d",
                         m->n_layers, BNN_MAX_LAYERS);
     memcpy(scratch, m->image, m->image_words * sizeof *scratch);
-    if (prepare_device(dev, w, geo, base_addr, err)) return err->code;
+    if (prepare && prepare_device(dev, w, 1, geo, base_addr, err)) return err->code;
     if (dev) {
         fmap fm;
         fmap_init(&fm, 0);
         for (uint32_t l = 0; l < m->n_layers; l++) {
             const bnn_layer *L = &m->layers[l];
             uint64_t bits = bnn_tensor_bits(m, l);
+            if (layout && layout->exact[l]) { /* exact memory: no faults, no exposure */
+                res->layers[l] = (store_layer_faults){0, 0, 0};
+                continue;
+            }
+            const double *lop = layout && layout->layer_op[l] ? layout->layer_op[l] : op;
             device_region region = layer_region(m, l, geo, base_addr);
-            int rc = dev->ops->faults(dev, op, seed, chip, &region, &fm, err);
+            int rc = dev->ops->faults(dev, lop, seed, chip, &region, &fm, err);
             if (rc) {
                 fmap_free(&fm);
                 return apx_wrap(err, "layer %u: ", l);
@@ -373,6 +502,7 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
         res->n_layers = m->n_layers;
         fmap_free(&fm);
     }
+    res->fault_seconds = progress_now() - t0;
     uint32_t n = w->data.n;
     threads = sweep_threads(threads);
     if (threads > n) threads = n ? n : 1;
@@ -398,16 +528,64 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
     return APX_OK;
 }
 
+int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
+                   const sweep_layout *layout, const geometry *geo, uint64_t base_addr,
+                   uint64_t seed, uint32_t chip, uint32_t threads, uint64_t *scratch,
+                   job_result *res, apx_error *err) {
+    return eval_job(w, dev, op, layout, geo, base_addr, seed, chip, threads, scratch, res, 1,
+                    err);
+}
+
+/* Adds part to sum: totals and items by name. */
+static void cost_add(device_cost *sum, const device_cost *part) {
+    sum->energy_pj += part->energy_pj;
+    sum->latency_ns += part->latency_ns;
+    for (int i = 0; i < part->n_items; i++) {
+        int j = 0;
+        while (j < sum->n_items && strcmp(sum->item[j].name, part->item[i].name)) j++;
+        if (j < sum->n_items) sum->item[j].value += part->item[i].value;
+        else device_cost_add(sum, part->item[i].name, part->item[i].value);
+    }
+}
+
 int sweep_job_cost(const sweep_workload *w, const device *dev, const double *op,
-                   const geometry *geo, uint64_t base_addr, uint32_t batch, device_cost *cost,
-                   int *has_cost, apx_error *err) {
+                   const sweep_layout *layout, const geometry *geo, uint64_t base_addr,
+                   uint32_t batch, device_cost *cost, int *has_cost, apx_error *err) {
     memset(cost, 0, sizeof *cost);
     *has_cost = 0;
     if (!dev || !dev->ops->cost) return APX_OK;
-    device_region *regions = model_regions(&w->model, geo, base_addr);
-    if (!regions) return apx_fail(err, APX_EWORK, "out of memory");
-    int rc = dev->ops->cost(dev, op, regions, w->model.n_layers, batch ? batch : 1, cost, err);
-    free(regions);
+    const bnn_model *m = &w->model;
+    device_region *all = model_regions(m, geo, base_addr);
+    device_region *group = malloc((m->n_layers ? m->n_layers : 1) * sizeof *group);
+    double dflt[DEVICE_MAX_KNOBS];
+    int n_knobs = device_knob_count(dev->ops), have_dflt = dev->ops->knob_default != NULL;
+    for (int k = 0; have_dflt && k < n_knobs; k++)
+        have_dflt = dev->ops->knob_default(dev, k, &dflt[k]);
+    int rc = all && group ? APX_OK : apx_fail(err, APX_EWORK, "out of memory");
+    /* One cost call per distinct point (the job's, each partition's, the
+     * default for exact layers), over the layers at that point, in order. */
+    uint8_t done[BNN_MAX_LAYERS] = {0};
+    for (uint32_t first = 0; rc == APX_OK && first < m->n_layers; first++) {
+        if (done[first]) continue;
+        const double *at = op;
+        if (layout && layout->exact[first]) at = have_dflt ? dflt : op;
+        else if (layout && layout->layer_op[first]) at = layout->layer_op[first];
+        size_t n = 0;
+        for (uint32_t l = first; l < m->n_layers; l++) {
+            const double *lat = op;
+            if (layout && layout->exact[l]) lat = have_dflt ? dflt : op;
+            else if (layout && layout->layer_op[l]) lat = layout->layer_op[l];
+            if (lat != at) continue;
+            done[l] = 1;
+            group[n++] = all[l];
+        }
+        device_cost part;
+        memset(&part, 0, sizeof part);
+        rc = dev->ops->cost(dev, at, group, n, batch ? batch : 1, &part, err);
+        if (rc == APX_OK) cost_add(cost, &part);
+    }
+    free(all);
+    free(group);
     if (rc) return apx_wrap(err, "the cost of reading the weights: ");
     *has_cost = 1;
     return APX_OK;
@@ -417,13 +595,13 @@ int sweep_job_cost(const sweep_workload *w, const device *dev, const double *op,
 
 typedef struct job {
     size_t point;
-    uint32_t chip;
+    uint32_t chip, wl;
     char eval_key[33], op_key[33];
 } job;
 
 typedef struct pool {
     const sweep_plan *plan;
-    const sweep_workload *w;
+    const sweep_workload *w;    /* plan->n_workloads of them */
     store *db;
     int64_t run_id;
     job *jobs;
@@ -432,6 +610,7 @@ typedef struct pool {
     pthread_mutex_t lock;  /* guards next, done, db and the error */
     int rc;
     apx_error err;
+    double inference_s, fault_s, cost_s; /* sums over the jobs stored */
     sweep_progress_fn progress;
     void *ctx;
 } pool;
@@ -458,10 +637,10 @@ static int store_job(pool *P, const job *j, const job_result *r, const device_co
         .values = &p->points[j->point * p->n_knobs],
         .n_knobs = p->n_knobs,
         .chip = j->chip,
-        .workload = p->workload_name,
-        .model_path = p->model_path,
-        .model_hash = P->w->model_hash,
-        .dataset = P->w->dataset_name,
+        .workload = p->workloads[j->wl].name,
+        .model_path = p->workloads[j->wl].model_path,
+        .model_hash = P->w[j->wl].model_hash,
+        .dataset = P->w[j->wl].dataset_name,
         .n_samples = r->n_samples,
         .n_correct = r->n_correct,
         .bits_exposed = r->bits_exposed,
@@ -484,7 +663,10 @@ static int store_job(pool *P, const job *j, const job_result *r, const device_co
 static void *worker(void *arg) {
     pool *P = arg;
     const sweep_plan *p = P->plan;
-    uint64_t *scratch = malloc(P->w->model.image_words * sizeof *scratch);
+    size_t words = 1;
+    for (size_t i = 0; i < p->n_workloads; i++)
+        if (P->w[i].model.image_words > words) words = P->w[i].model.image_words;
+    uint64_t *scratch = malloc(words * sizeof *scratch);
     apx_error err = {0};
     int rc = scratch ? APX_OK : apx_fail(&err, APX_EWORK, "out of memory");
     for (;;) {
@@ -497,14 +679,22 @@ static void *worker(void *arg) {
         device_cost cost;
         int has_cost = 0;
         const double *op = &p->points[j->point * p->n_knobs];
-        rc = sweep_eval_job(P->w, p->dev, op, &p->geo, p->base_addr, p->seed, j->chip, 1,
-                            scratch, &r, &err);
+        const sweep_workload *w = &P->w[j->wl];
+        rc = eval_job(w, p->dev, op, &p->layout, &p->geo, p->base_addr, p->seed, j->chip, 1,
+                      scratch, &r, 0, &err);
+        double t_cost = progress_now();
         if (rc == APX_OK)
-            rc = sweep_job_cost(P->w, p->dev, op, &p->geo, p->base_addr, p->batch, &cost,
-                                &has_cost, &err);
+            rc = sweep_job_cost(w, p->dev, op, &p->layout, &p->geo, p->base_addr, p->batch,
+                                &cost, &has_cost, &err);
+        t_cost = progress_now() - t_cost;
         pthread_mutex_lock(&P->lock);
         if (rc == APX_OK) rc = store_job(P, j, &r, &cost, has_cost, &err);
-        if (rc == APX_OK) P->done++;
+        if (rc == APX_OK) {
+            P->done++;
+            P->inference_s += r.seconds - r.fault_seconds;
+            P->fault_s += r.fault_seconds;
+            P->cost_s += t_cost;
+        }
         if (P->progress) P->progress(P->ctx, P->done, P->n_jobs);
         pthread_mutex_unlock(&P->lock);
     }
@@ -548,25 +738,44 @@ static void make_keys(const sweep_plan *p, const sweep_workload *w, size_t point
     j->chip = chip;
 }
 
+static void free_workloads(sweep_workload *w, size_t n) {
+    for (size_t i = 0; i < n; i++) sweep_workload_free(&w[i]);
+    free(w);
+}
+
 int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
               uint32_t threads, sweep_progress_fn progress, void *ctx, volatile int *stop,
               sweep_stats *stats, apx_error *err) {
     memset(stats, 0, sizeof *stats);
     double t0 = progress_now();
-    sweep_workload w;
-    if (sweep_workload_load(p->model_path, p->data_dir, p->split, p->limit, &w, err))
-        return err->code;
-    if (prepare_device(p->dev, &w, &p->geo, p->base_addr, err)) {
-        sweep_workload_free(&w);
-        return err->code;
-    }
-    pool P = {.plan = p, .w = &w, .stop = stop, .progress = progress, .ctx = ctx};
-    int rc = store_open(db_path ? db_path : p->output, &P.db, err);
+    sweep_workload *w = calloc(p->n_workloads, sizeof *w);
+    if (!w) return apx_fail(err, APX_EWORK, "out of memory");
+    size_t loaded = 0;
+    int rc = APX_OK;
+    for (; rc == APX_OK && loaded < p->n_workloads; loaded++)
+        if ((rc = sweep_workload_load_spec(&p->workloads[loaded], &w[loaded], err)) ||
+            (rc = sweep_check_layout(p, &w[loaded].model, err)))
+            break;
+    for (size_t i = 0; rc == APX_OK && i < loaded; i++)
+        for (size_t k = 0; rc == APX_OK && k < i; k++)
+            if (!strcmp(w[i].model_hash, w[k].model_hash) &&
+                !strcmp(w[i].dataset_name, w[k].dataset_name))
+                rc = apx_fail(err, APX_EINPUT,
+                              "workloads %s and %s are the same model on the same data: their "
+                              "results would be the same rows",
+                              p->workloads[k].name, p->workloads[i].name);
+    if (rc == APX_OK) rc = prepare_device(p->dev, w, loaded, &p->geo, p->base_addr, err);
     if (rc) {
-        sweep_workload_free(&w);
+        free_workloads(w, loaded + (loaded < p->n_workloads));
         return rc;
     }
-    size_t total = p->n_points * p->chips;
+    pool P = {.plan = p, .w = w, .stop = stop, .progress = progress, .ctx = ctx};
+    rc = store_open(db_path ? db_path : p->output, &P.db, err);
+    if (rc) {
+        free_workloads(w, loaded);
+        return rc;
+    }
+    size_t total = p->n_workloads * p->n_points * p->chips;
     P.jobs = malloc(total * sizeof *P.jobs);
     if (!P.jobs) {
         rc = apx_fail(err, APX_EWORK, "out of memory planning %zu jobs", total);
@@ -574,18 +783,21 @@ int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
     }
     uint32_t shards = p->shard_count ? p->shard_count : 1;
     size_t index = 0, in_shard = 0;
-    for (size_t i = 0; i < p->n_points; i++) {
-        for (uint32_t c = 0; c < p->chips; c++, index++) {
-            if (index % shards != p->shard_index) continue;
-            in_shard++;
-            job *j = &P.jobs[P.n_jobs];
-            make_keys(p, &w, i, c, j);
-            int exists;
-            if ((rc = store_has_eval(P.db, j->eval_key, &exists, err))) goto out;
-            if (exists)
-                stats->jobs_skipped++;
-            else
-                P.n_jobs++;
+    for (uint32_t wl = 0; wl < p->n_workloads; wl++) {
+        for (size_t i = 0; i < p->n_points; i++) {
+            for (uint32_t c = 0; c < p->chips; c++, index++) {
+                if (index % shards != p->shard_index) continue;
+                in_shard++;
+                job *j = &P.jobs[P.n_jobs];
+                make_keys(p, &w[wl], i, c, j);
+                j->wl = wl;
+                int exists;
+                if ((rc = store_has_eval(P.db, j->eval_key, &exists, err))) goto out;
+                if (exists)
+                    stats->jobs_skipped++;
+                else
+                    P.n_jobs++;
+            }
         }
     }
     stats->jobs_total = in_shard;
@@ -604,6 +816,10 @@ int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
     for (uint32_t t = 0; t < started; t++) pthread_join(tid[t], NULL);
     pthread_mutex_destroy(&P.lock);
     stats->jobs_done = P.done;
+    stats->threads = started ? started : 1;
+    stats->inference_seconds = P.inference_s;
+    stats->fault_seconds = P.fault_s;
+    stats->cost_seconds = P.cost_s;
     rc = P.rc;
     if (rc) *err = P.err;
     else if (P.done < P.n_jobs) rc = apx_fail(err, APX_EINTR, "sweep interrupted");
@@ -615,6 +831,6 @@ out:
     stats->seconds = progress_now() - t0;
     free(P.jobs);
     store_close(P.db);
-    sweep_workload_free(&w);
+    free_workloads(w, loaded);
     return rc;
 }

@@ -24,6 +24,25 @@
 
 #define SWEEP_MAX_POINTS 100000u
 #define SWEEP_MAX_CHIPS 100000u
+#define SWEEP_MAX_WORKLOADS 64u
+
+/* One workload of a sweep: a model and the data it is evaluated on. */
+typedef struct sweep_workload_spec {
+    const char *name;           /* in the results; default the model path */
+    const char *model_path;
+    const char *data_dir;       /* NULL = default Fashion-MNIST location */
+    const char *split;          /* "test" or "train" */
+    uint32_t limit;             /* 0 = whole split */
+} sweep_workload_spec;
+
+/* Where each layer's weights live: in approximate memory at the job's
+ * operating point (the default), in approximate memory at a partition's own
+ * point (layer_op[l] non-NULL; memory.partitions), or in exact memory
+ * (exact[l]; layers left out of memory.approximate), which has no faults. */
+typedef struct sweep_layout {
+    const double *layer_op[BNN_MAX_LAYERS];
+    uint8_t exact[BNN_MAX_LAYERS];
+} sweep_layout;
 
 typedef struct sweep_plan {
     cfg_doc *doc;               /* the parsed config (owns all strings below) */
@@ -33,22 +52,24 @@ typedef struct sweep_plan {
     uint32_t chips;
     uint32_t threads;           /* 0 = one per core */
     const char *output;         /* results database */
-    /* This process runs the jobs whose index in plan order (point-major,
-     * chip-minor) is shard_index modulo shard_count: --shard K/N sets
+    /* This process runs the jobs whose index in plan order (workload-major,
+     * then point, then chip) is shard_index modulo shard_count: --shard K/N sets
      * shard_index = K - 1, shard_count = N; 0/1 (the default) runs all. Shard
      * databases are combined with store_merge (`apxsim merge`). */
     uint32_t shard_index, shard_count;
-    /* workload */
-    const char *workload_name;
-    const char *model_path;
-    const char *data_dir;       /* NULL = default Fashion-MNIST location */
-    const char *split;          /* "test" or "train" */
-    uint32_t limit;             /* 0 = whole split */
+    /* workloads (`workload:` or a `workloads:` list); every one is evaluated
+     * at every point and chip, on the same chips' fault maps */
+    sweep_workload_spec workloads[SWEEP_MAX_WORKLOADS];
+    size_t n_workloads;
     /* the memory the weights live in: geometry and the byte address of the
      * first word of the model's memory image (`memory:` section) */
     geometry geo;
     uint64_t base_addr;
     uint32_t batch;             /* inferences sharing one read of the weights (memory.batch) */
+    sweep_layout layout;        /* memory.approximate and memory.partitions */
+    double *partition_points;   /* n_partitions x n_knobs, pointed to by layout */
+    size_t n_partitions;
+    uint8_t layer_named[BNN_MAX_LAYERS]; /* layers the memory section names */
     /* device and operating points (n_points x n_knobs values, grid order) */
     device *dev;
     int n_knobs;
@@ -66,6 +87,9 @@ int sweep_plan_load(const char *path, sweep_plan *plan, apx_error *err);
  * path is what the store records as the config's path. */
 int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *plan, apx_error *err);
 void sweep_plan_free(sweep_plan *plan);
+
+/* Checks that every layer the memory section names exists in the model. */
+int sweep_check_layout(const sweep_plan *plan, const bnn_model *m, apx_error *err);
 
 /* "ber=0.001" style label of point i (buffer of at least 256 bytes). */
 void sweep_point_label(const sweep_plan *plan, size_t i, char *buf, size_t len);
@@ -86,7 +110,8 @@ void sweep_workload_free(sweep_workload *w);
 typedef struct job_result {
     uint32_t n_samples, n_correct;
     uint64_t bits_exposed, faults, bits_changed;
-    double seconds;
+    double seconds;             /* the whole job */
+    double fault_seconds;       /* of which drawing and applying fault maps */
     /* The same counts per layer (their sums are the totals above); n_layers
      * is 0 without a device. */
     uint32_t n_layers;
@@ -96,26 +121,40 @@ typedef struct job_result {
 /* Runs one job: faults from dev at op for (seed, chip) applied to a copy of
  * the weights held in `scratch_image` (model.image_words words), then the
  * evaluation of samples [0, n) with `threads` threads. dev may be NULL (no
- * faults). The image sits at base_addr in geo (which must hold it). This is the whole of `apxsim eval` and one job of a sweep. */
+ * faults). layout (NULL: every layer approximate at op) places each layer.
+ * The image sits at base_addr in geo (which must hold it). This is the whole of `apxsim eval` and one job of a sweep. */
 int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
-                   const geometry *geo, uint64_t base_addr, uint64_t seed, uint32_t chip,
+                   const sweep_layout *layout, const geometry *geo, uint64_t base_addr,
+                   uint64_t seed, uint32_t chip,
                    uint32_t threads, uint64_t *scratch_image, job_result *res,
                    apx_error *err);
 
 /* The energy and latency per inference of reading the weights at op, from
  * the device's cost op (device.h) with batch inferences per read of the
- * weights. *has_cost is 0 (and cost zeroed) for a device without one. */
+ * weights. With a layout, each partition is costed at its own point and
+ * exact layers at the device's default point (when every knob has one),
+ * and the parts are summed. *has_cost is 0 (and cost zeroed) for a device
+ * without a cost op. */
 int sweep_job_cost(const sweep_workload *w, const device *dev, const double *op,
-                   const geometry *geo, uint64_t base_addr, uint32_t batch, device_cost *cost,
+                   const sweep_layout *layout, const geometry *geo, uint64_t base_addr, uint32_t batch, device_cost *cost,
                    int *has_cost, apx_error *err);
 
 typedef struct sweep_stats {
     size_t jobs_total, jobs_done, jobs_skipped;
-    double seconds;
+    double seconds;             /* wall time of sweep_run */
+    /* Where the workers' time went (thread-seconds over the jobs run):
+     * inference, fault maps, the device's cost model; the rest of
+     * threads x seconds is planning, the store and scheduling. */
+    double inference_seconds, fault_seconds, cost_seconds;
+    uint32_t threads;
     int64_t run_id;
 } sweep_stats;
 
 typedef void (*sweep_progress_fn)(void *ctx, size_t done, size_t total);
+
+/* Loads workload i of the plan. */
+int sweep_workload_load_spec(const sweep_workload_spec *spec, sweep_workload *w,
+                             apx_error *err);
 
 /* Runs the plan into `db_path` (NULL: plan->output). *stop, when set from a
  * signal handler, ends the sweep after the jobs in flight are stored and

@@ -226,9 +226,141 @@ static void test_check_and_eval(void) {
     free(c);
 }
 
+/* The sum of one column of layer_faults for a layer at a point's ber. */
+static long long layer_sum(const char *db, const char *column, int layer, double ber) {
+    char cmd[1024], res[256];
+    snprintf(cmd, sizeof cmd,
+             APXSIM " query %s --format csv --sql 'SELECT sum(l.%s) FROM layer_faults l JOIN "
+             "evaluations e USING (eval_key) JOIN op_knobs k ON k.op_key = e.op_key "
+             "WHERE l.layer = %d AND k.knob = \"ber\" AND k.value = %g'",
+             db, column, layer, ber);
+    if (test_run(res, sizeof res, "%s", cmd) != 0) return -1;
+    const char *nl = strchr(res, '\n');
+    return nl ? atoll(nl + 1) : -1;
+}
+
+/* memory.approximate keeps layers out of approximate memory; a partition
+ * puts layers at their own point; operating points may be a list; bad
+ * layouts are refused with the position and exit 2. */
+static void test_layout_and_point_lists(void) {
+    make_workload();
+    char cfg[512], db[512];
+    snprintf(db, sizeof db, "%s", test_db_path("layout.db"));
+    snprintf(cfg, sizeof cfg, "%s",
+             write_sweep("approx.yaml", model_path, data_dir, "memory:\n  approximate: [1]\n"));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s -q", cfg, db), 0);
+    CU_ASSERT_EQUAL(layer_sum(db, "bits_exposed", 0, 0.2), 0);
+    CU_ASSERT_EQUAL(layer_sum(db, "faults_injected", 0, 0.2), 0);
+    CU_ASSERT(layer_sum(db, "faults_injected", 1, 0.2) > 0);
+
+    snprintf(db, sizeof db, "%s", test_db_path("partition.db"));
+    snprintf(cfg, sizeof cfg, "%s",
+             write_sweep("part.yaml", model_path, data_dir,
+                         "memory:\n  partitions:\n    - layers: [0]\n"
+                         "      operating_point: {ber: 0.3}\n"));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s -q", cfg, db), 0);
+    /* At the sweep's ber 0, layer 0 still fails at its partition's 0.3. */
+    long long f0 = layer_sum(db, "faults_injected", 0, 0), b0 = layer_sum(db, "bits_exposed", 0, 0);
+    CU_ASSERT(f0 > 0.25 * b0 && f0 < 0.35 * b0);
+    CU_ASSERT_EQUAL(layer_sum(db, "faults_injected", 1, 0), 0);
+
+    static const struct { const char *extra, *message; } bad[] = {
+        {"memory:\n  approximate: [0, 7]\n", "layer 7 does not exist"},
+        {"memory:\n  approximate: [0, 0]\n", "listed twice"},
+        {"memory:\n  partitions:\n    - {layers: [0], operating_point: {ber: 0.1}}\n"
+         "    - {layers: [0], operating_point: {ber: 0.2}}\n", "in two partitions"},
+        {"memory:\n  approximate: [1]\n  partitions:\n"
+         "    - {layers: [0], operating_point: {ber: 0.1}}\n", "not in memory.approximate"},
+        {"memory:\n  partitions:\n    - {layers: [0]}\n", "needs an operating_point"},
+        {"memory:\n  partitions:\n    - {layers: [0], operating_point: {ber: 2}}\n",
+         "ber must be between 0 and 1"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(cfg, sizeof cfg, "%s", write_sweep("bad-layout.yaml", model_path, data_dir,
+                                                   bad[i].extra));
+        CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s -q", cfg, db), 2);
+        if (!strstr(out, bad[i].message)) fprintf(stderr, "\n%s lacks %s\n", out, bad[i].message);
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, bad[i].message));
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, "bad-layout.yaml:"));
+    }
+
+    /* A list of points instead of a grid. */
+    char text[1024];
+    snprintf(text, sizeof text,
+             "name: list\nseed: 5\nchips: 3\noutput: %s\n"
+             "workload:\n  model: %s\n  data_dir: %s\n"
+             "device:\n  kind: uniform\n"
+             "operating_points:\n  - {ber: 0.01}\n  - {ber: 0.2}\n",
+             db, model_path, data_dir);
+    snprintf(cfg, sizeof cfg, "%s", test_write_file("list.yaml", text, strlen(text)));
+    snprintf(db, sizeof db, "%s", test_db_path("list.db"));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s", cfg, db), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "6 jobs run"));
+    snprintf(text, sizeof text,
+             "name: list\nseed: 5\noutput: x.db\n"
+             "workload:\n  model: %s\n  data_dir: %s\n"
+             "device:\n  kind: uniform\n"
+             "operating_points:\n  - {ber: 0.01}\n  - {}\n",
+             model_path, data_dir);
+    snprintf(cfg, sizeof cfg, "%s", test_write_file("list-bad.yaml", text, strlen(text)));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s -q", cfg, db), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "missing knob 'ber'"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "list-bad.yaml:"));
+}
+
+/* Two workloads in one sweep: each gets the rows a sweep of it alone gives
+ * (same keys, same results: the chips' fault maps do not depend on what
+ * else runs), and the same model twice is refused. */
+static void test_several_workloads(void) {
+    make_workload();
+    char m2[512], cfg[512], both[512], alone[512];
+    snprintf(m2, sizeof m2, "%s", test_path("second.bnn"));
+    CU_ASSERT_EQUAL_FATAL(test_run(out, sizeof out,
+                                   APXSIM " eval %s --data %s --ber 0.05 --write-model %s",
+                                   model_path, data_dir, m2), 0);
+    snprintf(both, sizeof both, "%s", test_db_path("two-workloads.db"));
+    snprintf(alone, sizeof alone, "%s", test_db_path("one-workload.db"));
+    char text[2048];
+    snprintf(text, sizeof text,
+             "name: two\nseed: 5\nchips: 3\noutput: %s\n"
+             "workloads:\n  - {name: first, model: %s, data_dir: %s}\n"
+             "  - {name: second, model: %s, data_dir: %s}\n"
+             "device:\n  kind: uniform\noperating_points:\n  ber: [0, 0.01, 0.2]\n",
+             both, model_path, data_dir, m2, data_dir);
+    snprintf(cfg, sizeof cfg, "%s", test_write_file("two.yaml", text, strlen(text)));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " check %s", cfg), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "2 workloads x 3 operating points x 3 chips = 18 jobs"));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -q", cfg), 0);
+    snprintf(cfg, sizeof cfg, "%s", write_sweep("first.yaml", model_path, data_dir, ""));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s -q", cfg, alone), 0);
+    const char *q = APXSIM " query %s --format csv --sql 'SELECT eval_key, chip, n_correct, "
+                    "faults_injected FROM evaluations WHERE model_hash = (SELECT model_hash "
+                    "FROM evaluations WHERE workload = \"%s\" LIMIT 1) ORDER BY eval_key'";
+    char a[1 << 14], b[1 << 14];
+    CU_ASSERT_EQUAL(test_run(a, sizeof a, q, both, "first"), 0);
+    CU_ASSERT_EQUAL(test_run(b, sizeof b, q, alone, model_path), 0);
+    CU_ASSERT_STRING_EQUAL(a, b);
+    CU_ASSERT_EQUAL(test_run(a, sizeof a, APXSIM " query %s --format csv --sql 'SELECT workload,"
+                                           " count(*) FROM evaluations GROUP BY workload'", both), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a, "first,9"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(a, "second,9"));
+
+    snprintf(text, sizeof text,
+             "name: dup\noutput: %s\n"
+             "workloads:\n  - {name: a, model: %s, data_dir: %s}\n"
+             "  - {name: b, model: %s, data_dir: %s}\n"
+             "device:\n  kind: uniform\noperating_points:\n  ber: 0\n",
+             both, model_path, data_dir, model_path, data_dir);
+    snprintf(cfg, sizeof cfg, "%s", test_write_file("dup.yaml", text, strlen(text)));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -q", cfg), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "are the same model on the same data"));
+}
+
 void add_cli_suite(void) {
     TEST_SUITE("cli", {"version, help and usage", test_version_help_and_usage},
                {"sweep is deterministic and resumable", test_sweep_is_deterministic_and_resumable},
                {"bad input leaves the database untouched", test_bad_input_leaves_database_untouched},
-               {"check and eval", test_check_and_eval});
+               {"check and eval", test_check_and_eval},
+               {"memory layout and point lists", test_layout_and_point_lists},
+               {"several workloads in one sweep", test_several_workloads});
 }

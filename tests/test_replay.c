@@ -94,7 +94,7 @@ static void test_record_then_replay_is_bit_identical(void) {
     CU_ASSERT_EQUAL_FATAL(sweep_plan_load(write_sweep("rec.yaml", "unused.db"), &plan, &err),
                           APX_OK);
     sweep_workload w;
-    CU_ASSERT_EQUAL_FATAL(sweep_workload_load(plan.model_path, plan.data_dir, "test", 0, &w, &err),
+    CU_ASSERT_EQUAL_FATAL(sweep_workload_load(plan.workloads[0].model_path, plan.workloads[0].data_dir, "test", 0, &w, &err),
                           APX_OK);
     size_t words = w.model.image_words;
     uint64_t *a = malloc(words * 8), *b = malloc(words * 8);
@@ -133,11 +133,11 @@ static void test_record_then_replay_is_bit_identical(void) {
         double t0 = 0;
         for (uint32_t chip = 0; chip < 3; chip++) {
             job_result ra, rb;
-            CU_ASSERT_EQUAL_FATAL(sweep_eval_job(&w, plan.dev, &plan.points[point], &plan.geo,
+            CU_ASSERT_EQUAL_FATAL(sweep_eval_job(&w, plan.dev, &plan.points[point], NULL, &plan.geo,
                                                  plan.base_addr, plan.seed, chip, 1, a, &ra, &err),
                                   APX_OK);
             /* another seed: a replayed map does not depend on it */
-            CU_ASSERT_EQUAL_FATAL(sweep_eval_job(&w, rep, &t0, &plan.geo, plan.base_addr, 12345,
+            CU_ASSERT_EQUAL_FATAL(sweep_eval_job(&w, rep, &t0, NULL, &plan.geo, plan.base_addr, 12345,
                                                  chip, 2, b, &rb, &err),
                                   APX_OK);
             CU_ASSERT(ra.faults > 0);
@@ -155,13 +155,13 @@ static void test_record_then_replay_is_bit_identical(void) {
         }
         /* a map replayed as another chip is another chip's faults */
         job_result ra, rb;
-        CU_ASSERT_EQUAL(sweep_eval_job(&w, plan.dev, &plan.points[point], &plan.geo,
+        CU_ASSERT_EQUAL(sweep_eval_job(&w, plan.dev, &plan.points[point], NULL, &plan.geo,
                                        plan.base_addr, plan.seed, 0, 1, a, &ra, &err), APX_OK);
-        CU_ASSERT_EQUAL(sweep_eval_job(&w, rep, &t0, &plan.geo, plan.base_addr, plan.seed, 1, 1,
+        CU_ASSERT_EQUAL(sweep_eval_job(&w, rep, &t0, NULL, &plan.geo, plan.base_addr, plan.seed, 1, 1,
                                        b, &rb, &err), APX_OK);
         CU_ASSERT(memcmp(a, b, words * 8) != 0);
         /* a fourth chip has no map: refused, naming the count */
-        CU_ASSERT_EQUAL(sweep_eval_job(&w, rep, &t0, &plan.geo, plan.base_addr, plan.seed, 3, 1,
+        CU_ASSERT_EQUAL(sweep_eval_job(&w, rep, &t0, NULL, &plan.geo, plan.base_addr, plan.seed, 3, 1,
                                        b, &rb, &err), APX_EINPUT);
         CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "has 3 maps"));
         device_destroy(rep);

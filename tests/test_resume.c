@@ -271,9 +271,9 @@ static void test_thread_counts_and_resume_agree(void) {
 
 /* The estimate line of `apxsim check`: seconds and rate as printed. */
 static int parse_estimate(const char *text, double *seconds, unsigned *threads, double *rate) {
-    const char *e = strstr(text, "  estimate   ~"), *m = e ? strstr(e, "(measured ") : NULL;
+    const char *e = strstr(text, "  estimate   ~"), *m = strstr(text, "measured ");
     return e && m && sscanf(e, "  estimate   ~%lf s on %u thread", seconds, threads) == 2 &&
-           sscanf(m, "(measured %lf inferences/s per thread", rate) == 1;
+           sscanf(m, "measured %lf inferences/s per thread", rate) == 1;
 }
 
 /* The estimate is jobs x images per job / (inferences per second per thread
