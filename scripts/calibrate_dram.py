@@ -279,13 +279,17 @@ def spatial_classes(p, row_classes=ROW_CLASSES):
     return line, bls
 
 
-def cell_keep(w, g_act, g_pre, keep_ret):
-    """P(a cell of spatial weight w fails in no mechanism): each mechanism has
-    its own critical value, so they are independent. (Written without min()
-    calls: this is the fit's hot path.)"""
+def cell_fail(w, g_act, g_pre, g_ret):
+    """P(a cell of spatial weight w fails in any mechanism): each mechanism has
+    its own critical value, so they are independent. Summed, not as 1 - the
+    product of survivals, so small probabilities keep their digits; written
+    without min() calls: this is the fit's hot path."""
     a = w * g_act
+    a = a if a < 1.0 else 1.0
     b = w * g_pre
-    return (1.0 - (a if a < 1.0 else 1.0)) * (1.0 - (b if b < 1.0 else 1.0)) * keep_ret
+    b = b if b < 1.0 else 1.0
+    ab = a + b - a * b
+    return ab + g_ret - ab * g_ret
 
 
 def rates(p, op, z):
@@ -303,12 +307,8 @@ def expected_fail(p, op, z, classes=None):
     ga, gp, gr = rates(p, op, z)
     if ga == 0.0 and gp == 0.0 and gr == 0.0:
         return 0.0
-    keep_r = 1.0 - min(1.0, gr)
-    keep = 0.0
-    for ql, fl in line:
-        for qb, fb in bls:
-            keep += ql * qb * cell_keep(fl * fb, ga, gp, keep_r)
-    return 1.0 - keep
+    gr = min(1.0, gr)
+    return sum(ql * qb * cell_fail(fl * fb, ga, gp, gr) for ql, fl in line for qb, fb in bls)
 
 
 def expected_line_fraction(p, op, z, classes=None):
@@ -319,15 +319,15 @@ def expected_line_fraction(p, op, z, classes=None):
     ga, gp, gr = rates(p, op, z)
     if ga == 0.0 and gp == 0.0 and gr == 0.0:
         return 0.0
+    gr = min(1.0, gr)
     tv = p["test_vulnerable"]
-    keep_r = 1.0 - min(1.0, gr)
-    ok = 0.0
+    fraction = 0.0
     for ql, fl in line:
-        cell_ok = 0.0
+        shown = 0.0    # P(a cell of the line shows an error), over its bitline's class
         for qb, fb in bls:
-            cell_ok += qb * (1.0 - tv * (1.0 - cell_keep(fl * fb, ga, gp, keep_r)))
-        ok += ql * cell_ok ** LINE_BITS
-    return 1.0 - ok
+            shown += qb * tv * cell_fail(fl * fb, ga, gp, gr)
+        fraction += ql * -math.expm1(LINE_BITS * math.log1p(-shown)) if shown < 1.0 else ql
+    return fraction
 
 
 # ---------------------------------------------------------------------------
@@ -678,6 +678,10 @@ LATENCY_PARAMS = ("act_mu", "act_ln_sigma", "act_guard", "act_ln_weak_fraction",
                   "v_threshold", "ln_alpha", "ln_sigma_chip")
 LATENCY_STEP = (0.5, 0.3, 0.5, 1.0, 0.5, 0.3, 0.5, 0.3, 0.2, 0.5, 0.5)
 VOLTAGE_PARAMS = ("v_threshold", "ln_alpha")
+# The sensing threshold stays at or below 1.0 V, so that every profile takes
+# operating points down to 1.0 V (Voltron's vendor B DIMMs still work at
+# 1.025 V; below its lowest tested VDD each profile extrapolates).
+VT_MAX = 1.0
 # Starts: the guard is the one discontinuous direction, which a simplex does
 # not cross well, and the weak mode may be needed or not: the fit starts from
 # every combination and polishes the POLISHED best after the first stages.
@@ -706,19 +710,18 @@ def tie_breakers(x):
 
 def fit_latency(points, spatial, retention):
     """Minimises the squared log10 residuals of the points plus the
-    tie-breakers over LATENCY_PARAMS, V_t kept in [0, lowest tested VDD).
+    tie-breakers over LATENCY_PARAMS, V_t kept in [0, VT_MAX].
     In three stages from each start: the DIVA points (nominal VDD) over all
     but the voltage law; the Voltron points over the voltage law (from each
     of VOLTAGE_STARTS); all points over everything. Returns the best (x,
     objective)."""
-    vmin = min(p.op[0] for p in points)
     classes = spatial_classes(profile(spatial, retention, LATENCY_STARTS[0]))
     diva = [q for q in points if q.kind == "bits"]
     voltron = [q for q in points if q.kind == "lines"]
 
     def objective(pts, x):
         d = dict(zip(LATENCY_PARAMS, x))
-        if not 0.0 <= d["v_threshold"] < vmin - 0.01:
+        if not 0.0 <= d["v_threshold"] <= VT_MAX:
             return 1e6 + abs(d["v_threshold"])
         if (not d["act_weak_mu"] < min(d["act_guard"], TRCD_NOMINAL)
                 or d["act_ln_weak_fraction"] > math.log(0.5)):
