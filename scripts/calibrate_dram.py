@@ -428,7 +428,8 @@ def diva_points(diva, vendor):
                 status = "fit" if x > 0 else "zero"
             p = Point(vendor, "bits", "%s tRCD %g tRP %g ns" % (stat, t[0] * TCK_DIVA,
                                                                 t[2] * TCK_DIVA),
-                      op_diva(t), phi_inv(q), x, status, len(diva[vendor][t]))
+                      op_diva(t), phi_inv(q) if q != 0.5 else 0.0, x, status,
+                      len(diva[vendor][t]))
             if status == "floor":
                 p.limit = 2 * base
             p.timing, p.stat = t, stat
@@ -943,101 +944,96 @@ nominal_temperature: 20
 """
 
 
+def comment(text, indent=2):
+    """A wrapped YAML comment block."""
+    import textwrap
+    pad = " " * indent + "# "
+    return "\n".join(textwrap.wrap(text, 79 - len(pad), initial_indent=pad,
+                                   subsequent_indent=pad, break_on_hyphens=False)) + "\n"
+
+
+def kv(key, value, note="", indent=4):
+    """One key: value line, with its note aligned in column 26."""
+    line = "%s%s: %s" % (" " * indent, key, value)
+    return (line.ljust(25) + " # " + note if note else line) + "\n"
+
+
 def yaml_text(v, out):
     """The whole device file of vendor v."""
     e = out["vendors"][v]
     p, sp, st, bank = e["profile"], out["spatial"][v], e["ret_stats"], e["bank"]
     a, r = p["act"], p["pre"]
-    weak = ""
+    t = [YAML_HEAD.format(v=v), comment(
+        "Errors: fitted by scripts/calibrate_dram.py (docs/dram-model.md, \"Calibration\"; the "
+        "residual of every point in \"Residuals\"). Voltron faulty-line fractions are taken at "
+        "DDR3L-1600 timing (13.75 ns) and 20 C, DIVA bit errors at nominal VDD with 2.5 ns "
+        "controller cycles, both on 2 GiB modules (docs/dram-model.md, \"Assumptions\": the "
+        "test latency, the cycle and the DIVA module size are [unverified]). The median chip "
+        "is z_chip = 0.", 0), "errors:\n", comment(
+        "Activation: critical tRCD at nominal VDD, fitted to the DIVA tRCD rows (median and "
+        "upper-quartile module) and, through the voltage law s(V) = ((1.35 - v_threshold) / "
+        "(V - v_threshold))^alpha, to the Voltron faulty-line fractions (median and worst "
+        "DIMM at each VDD)."), "  activation:\n",
+        kv("bulk_mu", num(a["bulk_mu"]), "ns"), kv("bulk_sigma", num(a["bulk_sigma"]), "ns")]
     if a["weak_fraction"] > 0:
-        weak = ("    weak_fraction: %s\n    weak_mu: %s\n    weak_sigma: %s\n"
-                % (num(a["weak_fraction"]), num(a["weak_mu"]), num(a["weak_sigma"])))
-    bank_note = ("borrowed: the mean of the other vendors' estimates, because this vendor's "
-                 "raw files sit where the model saturates" if bank["borrowed"] else
-                 "sd of ln(bank share) %.3g over the rate's slope %.3g at the raw files' timing"
-                 % (bank["sd_ln_share"], bank["slope"]))
-    lines = [YAML_HEAD.format(v=v), """\
-# Errors: fitted by scripts/calibrate_dram.py (docs/dram-model.md,
-# "Calibration"; residual of every point in "Residuals"). Voltron faulty-line
-# fractions are taken at DDR3L-1600 timing (13.75 ns) and 20 C, DIVA bit
-# errors at nominal VDD with 2.5 ns controller cycles, both on 2 GiB modules
-# (docs/dram-model.md, "Assumptions"; the test latency, the cycle and the
-# DIVA module size are [unverified]). The median chip is z_chip = 0.
-errors:
-  # Activation: critical tRCD at nominal VDD, fitted to the DIVA tRCD rows
-  # (median and upper-quartile module) and, through the voltage law, to the
-  # Voltron faulty-line fractions (median and worst DIMM per VDD).
-  activation:
-    bulk_mu: %s           # ns
-    bulk_sigma: %s
-%s    guard: %s             # ns: no cell needs more (nominal tRCD: 13.75)
-    v_threshold: %s      # V, s(V) = ((1.35 - v_t) / (V - v_t))^alpha
-    alpha: %s
-""" % (num(a["bulk_mu"]), num(a["bulk_sigma"]), weak, num(a["guard"]), num(a["v_threshold"]),
-       num(a["alpha"])), """\
-  # Precharge: the DIVA tRP rows; the voltage law of activation (the Voltron
-  # data cannot tell the two apart); untruncated (guard = nominal tRP).
-  precharge:
-    bulk_mu: %s
-    bulk_sigma: %s
-    guard: %s
-    v_threshold: %s
-    alpha: %s
-""" % (num(r["bulk_mu"]), num(r["bulk_sigma"]), num(r["guard"]), num(r["v_threshold"]),
-       num(r["alpha"])), """\
-  # Module-to-module spread (a latency factor exp(sigma z) per chip), fitted
-  # with the rest from the spread between median and worst Voltron DIMM and
-  # between median and upper-quartile DIVA module.
-  sigma_chip: %s
-  # Bank-to-bank spread, from the DIVA raw records' bank histogram (%s).
-  sigma_bank: %s
-""" % (num(p["sigma_chip"]), bank_note, num(p["sigma_bank"])), """\
-  # Retention: Voltron retention CSV at 1.35 V (per-DIMM means over runs,
-  # tests/data/dram/voltron_retention_per_dimm.csv). No errors in any DIMM
-  # or run up to %g ms at 70 C (t_min, at temp_ref = 70 C); beta = %.3g, the
-  # median over %d DIMMs of the 1024 -> 2048 ms growth at 70 C; k10 gives the
-  # median 70/20 C ratio at 2048 ms over the %d DIMMs (all vendors) with errors
-  # at both, %.3g; ber_ref = the median DIMM's %.4g errors at 2048 ms, 70 C
-  # over 0.5 x 2^34 cells. No VDD dependence (the data move by x0.65-1.32
-  # from 1.35 to 1.15 V).
-  retention:
-    t_min_ms: %s
-    t_ref_ms: %s
-    ber_ref: %s
-    beta: %s
-    temp_ref: %s
-    k10: %s
-""" % (st["zero_max_ms"], st["beta"], st["n_beta"], st["n_ratio"], st["temp_factor"],
-       st["count_ref"], num(p["ret_t_min_ms"]), num(p["ret_t_ref_ms"]), num(p["ret_ber_ref"]),
-       num(p["ret_beta"]), num(p["ret_temp_ref"]), num(p["ret_k10"])), """\
-  # No variable-retention or per-read transient failures: nothing in the
-  # excerpt measures them (docs/dram-model.md, "What is not calibrated").
-  # Spatial structure from the DIVA raw records (%s): %.2f %% of the errors
-  # in the high half of a %d-line column period (contrast %.3g); rows repeat
-  # every %d rows, the fitted ramp and edge factor explain %.0f %% of the
-  # variance of the row profile. Weak bitlines and wordlines: not estimated.
-  spatial:
-    column_period: %d    # bus-word columns (8 per 64-byte line)
-    column_phase: %d
-    column_contrast: %s
-    subarray_rows: %d
-    edge_rows: %d
-    row_ramp: %s
-    edge_boost: %s
-""" % (", ".join("vendor%s %s" % (v, f) for f in SPATIAL_FILES[v]), 100 * sp["high_share"],
-       sp["period_lines"], sp["contrast"], sp["subarray_rows"], 100 * sp["explained"],
-       p["column_period"], p["column_phase"], num(p["column_contrast"]), p["subarray_rows"],
-       p["edge_rows"], num(p["row_ramp"]), num(p["edge_boost"])), """\
-  # Direction: charged -> discharged like retention (../shared facts dram.md
-  # 2.4: the reasonable default for voltage and latency errors); all true
-  # cells, so a failing cell reads 0 [unverified: the parts' layout is not
-  # in the data]. Half the cells of the test patterns hold the vulnerable
-  # value (dram_errors.h).
-  layout: true_cells
-  data_dependent: true
-  test_vulnerable: 0.5
-"""]
-    return "".join(lines)
+        t += [kv("weak_fraction", num(a["weak_fraction"]), "a second mode"),
+              kv("weak_mu", num(a["weak_mu"]), "ns"),
+              kv("weak_sigma", num(a["weak_sigma"]), "ns")]
+    t += [kv("guard", num(a["guard"]), "ns: no cell needs more (nominal 13.75)"),
+          kv("v_threshold", num(a["v_threshold"]), "V"), kv("alpha", num(a["alpha"])),
+          comment("Precharge: the DIVA tRP rows, with the voltage law of activation (the "
+                  "Voltron data cannot tell the two apart); untruncated (guard = nominal tRP)."),
+          "  precharge:\n", kv("bulk_mu", num(r["bulk_mu"]), "ns"),
+          kv("bulk_sigma", num(r["bulk_sigma"]), "ns"), kv("guard", num(r["guard"]), "ns"),
+          kv("v_threshold", num(r["v_threshold"]), "V"), kv("alpha", num(r["alpha"])),
+          comment("Module-to-module spread (a latency factor exp(sigma_chip z) per chip), fitted "
+                  "with the rest to the spread between the median and the worst Voltron DIMM "
+                  "and between the median and the upper-quartile DIVA module."),
+          kv("sigma_chip", num(p["sigma_chip"]), indent=2),
+          comment("Bank-to-bank spread (a latency factor per bank) from the DIVA raw records' "
+                  "bank histogram: " +
+                  ("the mean of the other vendors' estimates, because this vendor's raw files "
+                   "sit where the model saturates." if bank["borrowed"] else
+                   "sd of ln(bank share) %.3g over the rate's slope d ln P / d ln c = %.3g at "
+                   "the raw files' timing." % (bank["sd_ln_share"], bank["slope"]))),
+          kv("sigma_bank", num(p["sigma_bank"]), indent=2),
+          comment("Retention: the Voltron retention CSV at 1.35 V (per-DIMM means over runs, "
+                  "tests/data/dram/voltron_retention_per_dimm.csv). No error in any DIMM or "
+                  "run up to %g ms at 70 C (t_min, at temp_ref = 70 C). beta: the median over "
+                  "%d DIMMs of the growth exponent from 1024 to 2048 ms at 70 C. k10: gives "
+                  "the median 70 / 20 C ratio at 2048 ms, %.3g, over the %d DIMMs of all "
+                  "vendors with errors at both. ber_ref: the median DIMM's %.4g bit errors at "
+                  "2048 ms and 70 C over 0.5 x 2^34 cells. No VDD dependence (1.35 -> 1.15 V "
+                  "moves the data by x0.65-1.32)." % (
+                      st["zero_max_ms"], st["n_beta"], st["temp_factor"], st["n_ratio"],
+                      st["count_ref"])),
+          "  retention:\n", kv("t_min_ms", num(p["ret_t_min_ms"])),
+          kv("t_ref_ms", num(p["ret_t_ref_ms"])), kv("ber_ref", num(p["ret_ber_ref"])),
+          kv("beta", num(p["ret_beta"])), kv("temp_ref", num(p["ret_temp_ref"]), "C"),
+          kv("k10", num(p["ret_k10"]), "factor per 10 C"),
+          comment("No variable-retention or per-read transient failures: nothing in the excerpt "
+                  "measures them (docs/dram-model.md, \"What is not calibrated\")."),
+          comment("Spatial structure from the DIVA raw records (%s): %.2f %% of the bit errors "
+                  "lie in the high half of a %d-line column period (contrast %.3g); the rows "
+                  "repeat every %d rows, and the ramp and edge factor explain %.0f %% of the "
+                  "variance of the binned row profile. Weak bitlines and wordlines: not "
+                  "estimated." % (", ".join(SPATIAL_FILES[v]), 100 * sp["high_share"],
+                                  sp["period_lines"], sp["contrast"], sp["subarray_rows"],
+                                  100 * sp["explained"])),
+          "  spatial:\n",
+          kv("column_period", p["column_period"], "bus-word columns, 8 per 64-byte line"),
+          kv("column_phase", p["column_phase"]),
+          kv("column_contrast", num(p["column_contrast"])),
+          kv("subarray_rows", p["subarray_rows"]), kv("edge_rows", p["edge_rows"]),
+          kv("row_ramp", num(p["row_ramp"])), kv("edge_boost", num(p["edge_boost"])),
+          comment("Direction: charged -> discharged like retention (../shared facts dram.md "
+                  "2.4: the reasonable default for voltage and latency errors), all true "
+                  "cells, so a failing cell reads 0 [unverified: the parts' layout is not in "
+                  "the data]. Half the cells of the test patterns hold the vulnerable value "
+                  "(dram_errors.h)."),
+          kv("layout", "true_cells", indent=2), kv("data_dependent", "true", indent=2),
+          kv("test_vulnerable", "0.5", indent=2)]
+    return "".join(t)
 
 
 # ---------------------------------------------------------------------------
@@ -1442,9 +1438,29 @@ def doc_text(out, text):
 # ---------------------------------------------------------------------------
 # Main.
 
+def model_points(out):
+    """The Python model's values at every fitted point and a few retention
+    points, for the C suite to compare with the C functions: the script
+    must mirror them (tests/data/dram/README.md)."""
+    rows = ["vendor,function,vdd,trcd,trp,tras,trefw,temperature,z,value"]
+    for v in VENDORS:
+        e = out["vendors"][v]
+        p, cl = e["profile"], e["classes"]
+        pts = [("line_fraction" if q.kind == "lines" else "fail", q.op, q.z)
+               for q in e["points"]]
+        pts += [("fail", (VDD_NOMINAL, TRCD_NOMINAL, TRP_NOMINAL, TRAS_NOMINAL, ms, t), 0.0)
+                for t in (RET_T_COLD, RET_T_HOT) for ms in (512.0, 1024.0, 1536.0, 2048.0)]
+        for fn, op, z in pts:
+            f = expected_line_fraction if fn == "line_fraction" else expected_fail
+            rows.append("%s,%s,%s,%.10g" % (v, fn, ",".join("%g" % x for x in op) + ",%.6f" % z,
+                                            f(p, op, z, cl)))
+    return "\n".join(rows) + "\n"
+
+
 def outputs(out):
     """{path: text} of every generated file."""
     files = {"configs/devices/ddr3l-vendor%s.yaml" % v: yaml_text(v, out) for v in VENDORS}
+    files["tests/data/dram/model_points.csv"] = model_points(out)
     for path, fn in FIGURES:
         files[path] = fn(out)
     with open(os.path.join(ROOT, DOC)) as f:

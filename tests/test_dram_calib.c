@@ -26,7 +26,10 @@
  *     the median-DIMM counts at 70 C (1024-2048 ms) are within 1.5x, at
  *     20 C (2048 ms) within 3x;
  *   - the checks can fail: each vendor's data reject the other vendors'
- *     profiles, and a retention exponent 10 % off.
+ *     profiles, and a retention exponent 10 % off;
+ *   - the calibration script computes what the C functions compute: its
+ *     values at every fitted point (tests/data/dram/model_points.csv) match
+ *     them to a relative 1e-4.
  * The tolerances are those docs/dram-model.md states. */
 #include <math.h>
 #include <stdio.h>
@@ -44,7 +47,7 @@
 #define TCK_DIVA 2.5                /* ns per DIVA controller cycle */
 #define MAX_ROWS 2048               /* rows any excerpt file may hold */
 
-static const char vendor_names[VENDORS] = {'A', 'B', 'C'};
+static const char vendor_names[] = "ABC";
 
 /* DDR3L-1600 nominal timing at 20 C: the Voltron faulty-line tests. */
 static void voltron_op(double vdd, double *op) {
@@ -465,6 +468,42 @@ static void test_retention(void) {
             retention_violations(&fx.p[v], &fx.ret[v], fx.temp_factor, vendor_names[v]), 0);
 }
 
+/* The calibration script's model (scripts/calibrate_dram.py) mirrors the C
+ * functions: its values at every fitted point, written with the profiles,
+ * match dram_errors_expected_fail / _line_fraction. */
+static void test_script_mirrors_the_model(void) {
+    load_all();
+    FILE *f = fopen(DATA "model_points.csv", "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    char line[512];
+    CU_ASSERT_FATAL(fgets(line, sizeof line, f) != NULL);
+    CU_ASSERT_EQUAL(strncmp(line, "vendor,function,vdd,", 20), 0);
+    int rows = 0, per_vendor[VENDORS] = {0};
+    while (fgets(line, sizeof line, f)) {
+        char v, fn[32];
+        double op[DK_COUNT] = {0}, z, value;
+        int got = sscanf(line, "%c,%31[^,],%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &v, fn, &op[DK_VDD],
+                         &op[DK_TRCD], &op[DK_TRP], &op[DK_TRAS], &op[DK_TREFW], &op[DK_TEMP],
+                         &z, &value);
+        CU_ASSERT_EQUAL_FATAL(got, 10);
+        const char *at = v ? strchr(vendor_names, v) : NULL;
+        CU_ASSERT_PTR_NOT_NULL_FATAL(at);
+        const dram_error_params *p = &fx.p[at - vendor_names];
+        int lines = !strcmp(fn, "line_fraction");
+        CU_ASSERT_FATAL(lines || !strcmp(fn, "fail"));
+        double c = lines ? dram_errors_expected_line_fraction(p, op, z)
+                         : dram_errors_expected_fail(p, op, z);
+        int ok = fabs(c - value) <= 1e-4 * fabs(value) + 1e-14;
+        if (!ok) fprintf(stderr, "\n  %s", line);
+        CU_ASSERT(ok);
+        rows++;
+        per_vendor[at - vendor_names]++;
+    }
+    fclose(f);
+    for (int v = 0; v < VENDORS; v++) CU_ASSERT(per_vendor[v] >= 30);
+    CU_ASSERT(rows >= 100);
+}
+
 /* The checks are not vacuous: each vendor's data reject the other vendors'
  * profiles, and a retention exponent 10 % off is rejected. */
 static void test_wrong_profiles_fail(void) {
@@ -493,5 +532,6 @@ void add_dram_calib_suite(void) {
                {"Voltron onset and median faulty lines", test_voltron},
                {"DIVA tRCD cliff, tRCD 7.5 ns and tRP points", test_diva},
                {"retention threshold, exponent and temperature factor", test_retention},
+               {"the calibration script mirrors the C model", test_script_mirrors_the_model},
                {"profiles off the fit fail the checks", test_wrong_profiles_fail});
 }
