@@ -263,7 +263,19 @@ int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error
         goto fail;
     p->base_addr = (uint64_t)base;
     p->batch = (uint32_t)batch;
-    if (device_create(cfg_find(root, "device"), &p->dev, err)) goto fail;
+    /* `device:` is the device's mapping, or the path of a YAML file holding
+     * it (configs/devices/), read as if it were written here. */
+    p->device_node = cfg_find(root, "device");
+    if (p->device_node && p->device_node->kind == CFG_SCALAR) {
+        if (!(p->device_doc = cfg_load_file(p->device_node->scalar, err))) {
+            apx_wrap(err, "%s:%d:%d: device: ", path ? path : "(config)", p->device_node->line,
+                     p->device_node->col);
+            err->code = APX_EINPUT; /* a missing or unreadable file the config names */
+            goto fail;
+        }
+        p->device_node = cfg_root(p->device_doc);
+    }
+    if (device_create(p->device_node, &p->dev, err)) goto fail;
     p->points_at = cfg_find(root, "operating_points");
     if (!p->points_at) {
         cfg_fail(root, err, "missing 'operating_points' (a list of values per knob: %s)",
@@ -281,6 +293,7 @@ void sweep_plan_free(sweep_plan *p) {
     device_destroy(p->dev);
     free(p->points);
     free(p->partition_points);
+    cfg_free(p->device_doc);
     cfg_free(p->doc);
     memset(p, 0, sizeof *p);
 }
@@ -714,7 +727,7 @@ static void make_keys(const sweep_plan *p, const sweep_workload *w, size_t point
     kh_init(&op);
     kh_add(&op, "apxsim-op-v1");
     kh_add(&op, p->dev->ops->kind);
-    kh_add_node(&op, cfg_find(cfg_root(p->doc), "device"));
+    kh_add_node(&op, p->device_node); /* the content, also when named by path */
     kh_add_node(&op, cfg_find(cfg_root(p->doc), "memory"));
     if (p->dev->ops->content_hash) {
         char hex[17];

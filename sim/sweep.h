@@ -71,6 +71,8 @@ typedef struct sweep_plan {
     size_t n_partitions;
     uint8_t layer_named[BNN_MAX_LAYERS]; /* layers the memory section names */
     /* device and operating points (n_points x n_knobs values, grid order) */
+    cfg_doc *device_doc;        /* the device's file when `device:` names one */
+    const cfg_node *device_node;/* the device's mapping (in doc or device_doc) */
     device *dev;
     int n_knobs;
     size_t n_points;

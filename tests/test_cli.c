@@ -356,11 +356,51 @@ static void test_several_workloads(void) {
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "are the same model on the same data"));
 }
 
+/* device: may name a device file; the keys hash its content, so the rows
+ * equal those of the same mapping written inline; a missing file is a
+ * positioned error. */
+static void test_device_file(void) {
+    make_workload();
+    char dev[512], cfg[512], a_db[512], b_db[512], text[1024];
+    static const char device_yaml[] = "kind: uniform\nname: flips\n";
+    snprintf(dev, sizeof dev, "%s", test_write_file("flips.yaml", device_yaml,
+                                                    sizeof device_yaml - 1));
+    snprintf(a_db, sizeof a_db, "%s", test_db_path("devfile.db"));
+    snprintf(b_db, sizeof b_db, "%s", test_db_path("inline.db"));
+    snprintf(text, sizeof text,
+             "name: d\nseed: 5\nchips: 2\noutput: x.db\n"
+             "workload:\n  model: %s\n  data_dir: %s\n"
+             "device: %s\noperating_points:\n  ber: [0, 0.01]\n", model_path, data_dir, dev);
+    snprintf(cfg, sizeof cfg, "%s", test_write_file("devfile.yaml", text, strlen(text)));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s -q", cfg, a_db), 0);
+    snprintf(text, sizeof text,
+             "name: d\nseed: 5\nchips: 2\noutput: x.db\n"
+             "workload:\n  model: %s\n  data_dir: %s\n"
+             "device:\n  kind: uniform\n  name: flips\noperating_points:\n  ber: [0, 0.01]\n",
+             model_path, data_dir);
+    snprintf(cfg, sizeof cfg, "%s", test_write_file("inline.yaml", text, strlen(text)));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s -q", cfg, b_db), 0);
+    const char *q = APXSIM " query %s --format csv --sql 'SELECT eval_key, n_correct FROM "
+                    "evaluations ORDER BY eval_key'";
+    char a[4096], b[4096];
+    CU_ASSERT_EQUAL(test_run(a, sizeof a, q, a_db), 0);
+    CU_ASSERT_EQUAL(test_run(b, sizeof b, q, b_db), 0);
+    CU_ASSERT_STRING_EQUAL(a, b);
+    snprintf(text, sizeof text,
+             "name: d\noutput: x.db\nworkload:\n  model: %s\n  data_dir: %s\n"
+             "device: /nonexistent/dev.yaml\noperating_points:\n  ber: 0\n", model_path, data_dir);
+    snprintf(cfg, sizeof cfg, "%s", test_write_file("nodev.yaml", text, strlen(text)));
+    CU_ASSERT_EQUAL(test_run(out, sizeof out, APXSIM " sweep %s -o %s -q", cfg, a_db), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "nodev.yaml:6:9: device: "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "/nonexistent/dev.yaml"));
+}
+
 void add_cli_suite(void) {
     TEST_SUITE("cli", {"version, help and usage", test_version_help_and_usage},
                {"sweep is deterministic and resumable", test_sweep_is_deterministic_and_resumable},
                {"bad input leaves the database untouched", test_bad_input_leaves_database_untouched},
                {"check and eval", test_check_and_eval},
                {"memory layout and point lists", test_layout_and_point_lists},
-               {"several workloads in one sweep", test_several_workloads});
+               {"several workloads in one sweep", test_several_workloads},
+               {"a device named by its file", test_device_file});
 }

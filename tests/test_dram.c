@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "../models/device.h"
+#include "../models/dram/dram_energy.h"
 #include "../models/dram/dram_errors.h"
 #include "../sim/rng.h"
 #include "tests.h"
@@ -40,7 +41,7 @@ static const char *const full_yaml =
     "transient: {band: 1.5, p_read: 0.3}\n"
     "spatial: {column_period: 16, column_phase: 3, column_contrast: 10, subarray_rows: 64,\n"
     "          edge_rows: 4, row_ramp: 1, edge_boost: 2, weak_bitline_fraction: 0.05,\n"
-    "          weak_bitline_factor: 5, weak_wordline_fraction: 0.05,\n"
+    "          weak_bitline_factor: 3, weak_wordline_fraction: 0.05,\n"
     "          weak_wordline_factor: 3}\n"
     "layout: row_stripes\n"
     "stripe: 3\n";
@@ -198,8 +199,8 @@ static void test_nested_with_flips(void) {
     double base[DK_COUNT];
     memcpy(base, nominal, sizeof base);
     base[DK_TEMP] = 70;
-    base[DK_TREFW] = 1400;
-    const double trcd[] = {13.3, 12, 11.5, 11, 10.8};
+    base[DK_TREFW] = 1200;
+    const double trcd[] = {13.3, 12, 11.6, 11.3, 11.1};
     check_nesting(&p, DK_TRCD, trcd, 5, base, 0);
 }
 
@@ -489,9 +490,9 @@ static uint64_t wordline_of(const cell *c) {
     return ((uint64_t)(c->f[GEO_BG] * 2 + c->f[GEO_BA]) << 10) | c->f[GEO_RO];
 }
 
-static uint64_t bitline_of(const cell *c) {  /* bank, 64-row subarray, column, bit */
+static uint64_t bitline_of(const cell *c) {  /* bank, 64-row subarray (of 4), column, bit */
     uint64_t bank = c->f[GEO_BG] * 2 + c->f[GEO_BA];
-    return ((bank * 16 + c->f[GEO_RO] / 64) * 64 + c->f[GEO_CO]) * 64 + c->bit;
+    return ((bank * 4 + c->f[GEO_RO] / 64) * 64 + c->f[GEO_CO]) * 64 + c->bit;
 }
 
 static void test_weak_lines_cluster(void) {
@@ -511,15 +512,17 @@ static void test_weak_lines_cluster(void) {
     dram_error_params p = params(yaml);
     faults_of(&p, op, 0, &big, &m);
     CU_ASSERT(dispersion(&m, &big, 4096, wordline_of) > 3);  /* ~6 expected */
-    /* bitlines: 262,144 of 64 cells; ~1.1 faults each at P ~ 1.8e-2 */
+    /* bitlines in the first 256 rows (a quarter of the memory): 65,536 of 64
+     * cells; ~1.1 faults each at P ~ 1.8e-2 */
+    device_region quarter = {0, 1024, 4096, 0, 512, &g};
     op[DK_TRCD] = 9.6;
-    faults_of(&plain, op, 0, &big, &m);
-    CU_ASSERT(dispersion(&m, &big, 262144, bitline_of) < 1.1);
+    faults_of(&plain, op, 0, &quarter, &m);
+    CU_ASSERT(dispersion(&m, &quarter, 65536, bitline_of) < 1.1);
     snprintf(yaml, sizeof yaml, act_only_fmt,
              "subarray_rows: 64, weak_bitline_fraction: 0.1, weak_bitline_factor: 10");
     p = params(yaml);
-    faults_of(&p, op, 0, &big, &m);
-    CU_ASSERT(dispersion(&m, &big, 262144, bitline_of) > 2);  /* ~3.3 expected */
+    faults_of(&p, op, 0, &quarter, &m);
+    CU_ASSERT(dispersion(&m, &quarter, 65536, bitline_of) > 2);  /* ~3.3 expected */
     fmap_free(&m);
 }
 
@@ -817,9 +820,55 @@ static void test_device_from_the_shipped_config(void) {
     op[DK_TRCD] = 13.328;
     op[DK_VDD] = 0.96;   /* below the sensing threshold */
     CU_ASSERT_EQUAL(d->ops->check_point(d, op, NULL, &err), APX_EINPUT);
+    /* a 1 ms refresh window makes tREFI (122 ns) shorter than 2 tRFC */
+    op[DK_VDD] = 1.2;
+    op[DK_TREFW] = 1;
+    CU_ASSERT_EQUAL(d->ops->check_point(d, op, NULL, &err), APX_EINPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "the point's timing"));
+    op[DK_TREFW] = 5000;  /* long windows are fine */
+    CU_ASSERT_EQUAL(d->ops->check_point(d, op, NULL, &err), APX_OK);
     device_destroy(d);
     cfg_free(doc);
     fmap_free(&m);
+}
+
+/* The cost op is dram_cost_of with the op's vdd, trcd, trp, tras and trefw
+ * in that order, the same for every chip (it has no chip). */
+static void test_device_cost(void) {
+    apx_error err = {0};
+    cfg_doc *doc = cfg_load_file(APXSIM_SOURCE_ROOT "/configs/devices/ddr4-2400-8gb-x8.yaml",
+                                 &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(doc);
+    device *d = NULL;
+    CU_ASSERT_EQUAL_FATAL(device_create(cfg_root(doc), &d, &err), APX_OK);
+    dram_timing t;
+    dram_power pw;
+    CU_ASSERT_EQUAL_FATAL(dram_timing_from_yaml(cfg_find(cfg_root(doc), "timing"), &t, &err),
+                          APX_OK);
+    CU_ASSERT_EQUAL_FATAL(dram_power_from_yaml(cfg_find(cfg_root(doc), "power"), &pw, &err),
+                          APX_OK);
+    geometry g;
+    geometry_default(&g);
+    device_region w[2] = {{0, 2048, 784, 0, 13 * 8, &g}, {1, 2048, 2048, 2048 * 104, 256, &g}};
+    double op[DK_COUNT] = {1.1, 10, 12, 30, 128, 55, 0};
+    device_cost via_device, direct, swapped;
+    CU_ASSERT_EQUAL(d->ops->cost(d, op, w, 2, 4, &via_device, &err), APX_OK);
+    CU_ASSERT_EQUAL(dram_cost_of(&pw, &t, 1.1, 10, 12, 30, 128, w, 2, 4, &direct, &err), APX_OK);
+    CU_ASSERT(via_device.energy_pj > 0 && via_device.latency_ns > 0);
+    CU_ASSERT_DOUBLE_EQUAL(via_device.energy_pj, direct.energy_pj, 0);
+    CU_ASSERT_DOUBLE_EQUAL(via_device.latency_ns, direct.latency_ns, 0);
+    CU_ASSERT_EQUAL(via_device.n_items, direct.n_items);
+    /* a run with other knobs in those places is another cost, so the
+     * equality above pins the order */
+    CU_ASSERT_EQUAL(dram_cost_of(&pw, &t, 1.2, 12, 10, 30, 64, w, 2, 4, &swapped, &err), APX_OK);
+    CU_ASSERT(swapped.energy_pj != direct.energy_pj);
+    /* the error knobs (temperature, time) do not change the cost */
+    op[DK_TEMP] = 85;
+    op[DK_TIME] = 1e4;
+    CU_ASSERT_EQUAL(d->ops->cost(d, op, w, 2, 4, &swapped, &err), APX_OK);
+    CU_ASSERT_DOUBLE_EQUAL(swapped.energy_pj, direct.energy_pj, 0);
+    device_destroy(d);
+    cfg_free(doc);
 }
 
 static void expect_device_error(const char *yaml, const char *fragment) {
@@ -841,7 +890,9 @@ static void test_device_yaml_errors(void) {
     expect_device_error("kind: dram\nerrorz: {}\n", "did you mean 'errors'");
     expect_device_error("kind: dram\nnominal_temperature: 200\n"
                         "timing: {trcd: 13, trp: 13, tras: 32}\npower: {vdd: 1.2}\n",
-                        "nominal_temperature");
+                        "dev.yaml:2:22: 'nominal_temperature'");
+    expect_device_error("kind: dram\ntiming: {trcd: 13, trp: 13, tras: 32}\npower: {vdd: 1.2}\n",
+                        "dev.yaml:2:9:");  /* the timing section is incomplete */
 }
 
 void add_dram_suite(void) {
@@ -863,5 +914,6 @@ void add_dram_suite(void) {
                {"YAML errors", test_yaml_errors},
                {"bad regions and points", test_bad_regions_and_points},
                {"device from the shipped config", test_device_from_the_shipped_config},
+               {"device cost", test_device_cost},
                {"device YAML errors", test_device_yaml_errors});
 }

@@ -66,9 +66,19 @@ static int dram_create(const cfg_node *node, device **out, apx_error *err) {
 
 static void dram_destroy(device *d) { free(d); }
 
-static int dram_check_point(const device *d, const double *op, const cfg_node *at,
+/* The error model's ranges, then the timing the cost op will run (tREFI
+ * from the refresh window must stay above 2 tRFC, ...), so that a sweep
+ * refuses a point before any job rather than in the middle. */
+static int dram_check_point(const device *dev, const double *op, const cfg_node *at,
                             apx_error *err) {
-    return dram_errors_check_point(&((const dram_device *)d)->errors, op, at, err);
+    const dram_device *d = (const dram_device *)dev;
+    if (dram_errors_check_point(&d->errors, op, at, err)) return err->code;
+    dram_timing t;
+    apx_error inner;
+    dram_timing_at(&d->timing, op[DK_TRCD], op[DK_TRP], op[DK_TRAS], op[DK_TREFW], &t);
+    if (dram_timing_check(&t, &inner) == APX_OK) return APX_OK;
+    if (at) return cfg_fail(at, err, "the point's timing: %s", inner.msg);
+    return apx_fail(err, APX_EINPUT, "the point's timing: %s", inner.msg);
 }
 
 static int dram_faults(const device *d, const double *op, uint64_t seed, uint32_t chip,

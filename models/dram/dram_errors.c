@@ -438,6 +438,15 @@ static void field_range(const geometry *g, int f, uint64_t a0, uint64_t *lo, uin
     *n = 1ull << below;
 }
 
+/* Whether the wordline of cell c, (bank, row), is weak. */
+static int wordline_is_weak(const engine *e, const cell *c) {
+    cell line = *c;
+    line.f[GEO_CO] = 0;
+    line.bit = 0;
+    return hash_unit(e->key_wl, geometry_cell_index(e->geo, &line), DOMAIN_LINE) <
+           e->sp.wl_fraction;
+}
+
 /* Upper bounds over the block at a0: of the spatial weight, and of each
  * mechanism's bank rate. */
 static void block_bounds(engine *e, uint64_t a0, double *w_max, double g_max[3]) {
@@ -456,9 +465,11 @@ static void block_bounds(engine *e, uint64_t a0, double *w_max, double g_max[3])
         if (f > rmax) rmax = f;
     }
     w *= rmax;
+    /* Bitlines: a block holds thousands, so the bound assumes a weak one
+     * (the cost of weak bitlines is their max / mean weight). Wordlines: a
+     * block holds a few (rows x banks of its range), each looked up. */
     w *= s->bl_fraction > 0 ? s->bl_weak : s->bl_strong;
-    w *= s->wl_fraction > 0 ? s->wl_weak : s->wl_strong;
-    *w_max = w;
+    int weak_wordline = 0;
     g_max[0] = g_max[1] = g_max[2] = 0;
     cell c = {{0}, 0};
     for (uint64_t ch = 0; ch < n[GEO_CH]; ch++)
@@ -472,7 +483,13 @@ static void block_bounds(engine *e, uint64_t a0, double *w_max, double g_max[3])
                     const bank_rates *b = rates_of_bank(e, flat_bank(g, &c));
                     for (int m = 0; m < 3; m++)
                         if (b->g[m] > g_max[m]) g_max[m] = b->g[m];
+                    for (uint64_t r = 0; s->wl_fraction > 0 && !weak_wordline && r < n[GEO_RO];
+                         r++) {
+                        c.f[GEO_RO] = (uint32_t)(lo[GEO_RO] + r);
+                        weak_wordline = wordline_is_weak(e, &c);
+                    }
                 }
+    *w_max = w * (weak_wordline ? s->wl_weak : s->wl_strong);
 }
 
 /* The spatial weight of a cell (activation and precharge). */
@@ -487,15 +504,10 @@ static double cell_weight(const engine *e, const cell *c) {
     } else {
         w *= s->bl_strong;
     }
-    if (s->wl_fraction > 0) {
-        cell line = *c;  /* the wordline: (bank, row) */
-        line.f[GEO_CO] = 0;
-        line.bit = 0;
-        uint64_t id = geometry_cell_index(e->geo, &line);
-        w *= hash_unit(e->key_wl, id, DOMAIN_LINE) < s->wl_fraction ? s->wl_weak : s->wl_strong;
-    } else {
+    if (s->wl_fraction > 0)
+        w *= wordline_is_weak(e, c) ? s->wl_weak : s->wl_strong;
+    else
         w *= s->wl_strong;
-    }
     return w;
 }
 
@@ -660,7 +672,14 @@ int dram_errors_faults_stats(const dram_error_params *p, const double *op, uint6
     fmap_reset(out, 0);
     if (dram_errors_check_point(p, op, NULL, err)) return err->code;
     engine *e = calloc(1, sizeof *e);
-    if (!e) return apx_fail(err, APX_EWORK, "dram errors: out of memory");
+    /* a list with room from the start (nested_draw sorts its list even when
+     * it is empty, and a NULL array there is undefined behaviour) */
+    if (e) e->hits.v = malloc(64 * sizeof *e->hits.v);
+    if (!e || !e->hits.v) {
+        free(e);
+        return apx_fail(err, APX_EWORK, "dram errors: out of memory");
+    }
+    e->hits.cap = 64;
     e->p = p;
     e->op = op;
     e->r = region;
