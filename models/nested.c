@@ -1,69 +1,66 @@
-/* nested.c - dyadic levels and geometric skipping (see nested.h). */
+/* nested.c - dyadic levels and geometric skipping (see nested.h).
+ *
+ * Hot path of every fault map: the levels' constants come from a table made
+ * once, members are merged into the sorted result level by level (each level
+ * is drawn in position order, so no sort is needed), and the result itself
+ * is the list of rarer members that the next level skips over. The output is
+ * the same as drawing each level and sorting at the end, which
+ * tests/test_nested.c checks against that simple form. */
 #include "nested.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
-/* The counter domain of a member's exact u in level k. */
+/* The counter domains of a member's exact u in level k, and of the
+ * uniforms that decide whether a level has members. */
 #define DOMAIN_LEVEL_U 0x10000u
+#define DOMAIN_FIRST 0x20000u
 
-/* Sorted position lists, grown by doubling. */
-typedef struct poslist {
-    uint64_t *v;
-    size_t n, cap;
-} poslist;
+/* Level k: u in [lo, lo + width); the skipping rate among positions not in
+ * a rarer level, and log(1 - rate) for the gaps. */
+typedef struct level {
+    double rate, log_keep, lo, width;
+} level;
 
-static int poslist_push(poslist *l, uint64_t x) {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        uint64_t *v = realloc(l->v, cap * sizeof *v);
-        if (!v) return -1;
-        l->v = v;
-        l->cap = cap;
+static level levels[NESTED_LEVELS + 1];
+static pthread_once_t levels_once = PTHREAD_ONCE_INIT;
+
+static void levels_init(void) {
+    for (int k = 0; k <= NESTED_LEVELS; k++) {
+        level *L = &levels[k];
+        double p = ldexp(1.0, -(k + 1));
+        L->rate = k == NESTED_LEVELS ? ldexp(1.0, -NESTED_LEVELS) : p / (1.0 - p);
+        L->log_keep = L->rate < 1.0 ? log1p(-L->rate) : 0.0;
+        L->lo = k == NESTED_LEVELS ? 0.0 : p;
+        L->width = ldexp(1.0, -k) - L->lo;
     }
-    l->v[l->n++] = x;
-    return 0;
 }
 
-/* The positions whose u lies in level k and not in a rarer level. `rarer`
- * holds the members of all rarer levels (sorted); the result goes to out. */
-static int draw_level(rng_key key, int k, uint64_t n, const poslist *rarer, poslist *out) {
-    double q = k == NESTED_LEVELS ? ldexp(1.0, -NESTED_LEVELS)
-                                  : ldexp(1.0, -(k + 1)) / (1.0 - ldexp(1.0, -(k + 1)));
-    out->n = 0;
-    size_t r = 0;
-    if (q >= 1.0) { /* every position not in a rarer level */
-        for (uint64_t b = 0; b < n; b++) {
-            if (r < rarer->n && rarer->v[r] == b) { r++; continue; }
-            if (poslist_push(out, b)) return -1;
-        }
-        return 0;
+/* P(level k has a member among n positions) = 1 - (1 - rate_k)^n, per
+ * level, for the last n a thread asked about (devices draw many blocks of
+ * one size). */
+static _Thread_local uint64_t any_n;
+static _Thread_local double any_cache[NESTED_LEVELS + 1];
+
+static const double *p_any(uint64_t n) {
+    if (n != any_n) {
+        for (int i = 0; i <= NESTED_LEVELS; i++)
+            any_cache[i] = levels[i].rate < 1.0 ? -expm1((double)n * levels[i].log_keep) : 1.0;
+        any_n = n;
     }
-    rng_stream s;
-    rng_stream_at(&s, key, (uint32_t)k, 0);
-    double log_keep = log1p(-q);
-    uint64_t pos = 0; /* next candidate */
-    for (;;) {
-        double gap = floor(log(rng_open01(&s)) / log_keep);
-        if (gap >= (double)(n - pos)) break;
-        uint64_t b = pos + (uint64_t)gap;
-        while (r < rarer->n && rarer->v[r] < b) r++;
-        if (!(r < rarer->n && rarer->v[r] == b) && poslist_push(out, b)) return -1;
-        pos = b + 1;
-        if (pos >= n) break;
-    }
-    return 0;
+    return any_cache;
 }
 
-/* Merges two sorted, disjoint lists into out. */
-static int merge(const poslist *a, const poslist *b, poslist *out) {
-    size_t i = 0, j = 0;
-    out->n = 0;
-    while (i < a->n || j < b->n) {
-        uint64_t x = (j >= b->n || (i < a->n && a->v[i] < b->v[j])) ? a->v[i++] : b->v[j++];
-        if (poslist_push(out, x)) return -1;
-    }
-    return 0;
+/* The uniform in [0, 1) that decides whether level k has any member: two
+ * levels per Philox block, so that the many empty rare levels of a small
+ * region cost half a block each and no logarithm. */
+static double first_unit(rng_key key, int k) {
+    rng_ctr c = {{(uint32_t)(k / 2), 0, DOMAIN_FIRST, 0}};
+    rng_ctr r = philox4x32(c, key);
+    uint32_t hi = r.c[(k & 1) * 2], lo = r.c[(k & 1) * 2 + 1];
+    return (double)(((uint64_t)hi << 21) ^ lo) * 0x1.0p-53;
 }
 
 /* A member of level k: its u, uniform within the level, from the position's
@@ -72,12 +69,10 @@ static double level_u(rng_key key, int k, uint64_t pos) {
     rng_ctr c = {{(uint32_t)pos, (uint32_t)(pos >> 32), DOMAIN_LEVEL_U + (uint32_t)k, 0}};
     rng_ctr r = philox4x32(c, key);
     double unit = (double)(((uint64_t)r.c[0] << 21) ^ r.c[1]) * 0x1.0p-53;
-    double lo = k == NESTED_LEVELS ? 0.0 : ldexp(1.0, -(k + 1));
-    double hi = ldexp(1.0, -k);
-    return lo + unit * (hi - lo);
+    return levels[k].lo + unit * levels[k].width;
 }
 
-static int hits_reserve(nested_list *l, size_t n) {
+static int reserve(nested_list *l, size_t n) {
     if (n <= l->cap) return 0;
     size_t cap = l->cap ? l->cap : 64;
     while (cap < n) cap *= 2;
@@ -88,48 +83,85 @@ static int hits_reserve(nested_list *l, size_t n) {
     return 0;
 }
 
-static int by_pos(const void *a, const void *b) {
-    uint64_t x = ((const nested_hit *)a)->pos, y = ((const nested_hit *)b)->pos;
-    return (x > y) - (x < y);
+static int push(nested_list *l, uint64_t pos, double u) {
+    if (l->n == l->cap && reserve(l, l->n + 1)) return -1;
+    l->v[l->n++] = (nested_hit){pos, u};
+    return 0;
+}
+
+/* The members of level k (positions not in `rarer`, which is sorted), with
+ * their u, kept if keep_all or u < q; appended to out in position order. */
+static int draw_level(rng_key key, int k, uint64_t n, const nested_list *rarer, int keep_all,
+                      double q, nested_list *out) {
+    out->n = 0;
+    size_t r = 0;
+    if (levels[k].rate >= 1.0) { /* every position not in a rarer level */
+        for (uint64_t b = 0; b < n; b++) {
+            if (r < rarer->n && rarer->v[r].pos == b) { r++; continue; }
+            double u = level_u(key, k, b);
+            if ((keep_all || u < q) && push(out, b, u)) return -1;
+        }
+        return 0;
+    }
+    /* Whether the level has any member among the n positions (rare levels
+     * mostly have none); if it has, the first gap is geometric truncated to
+     * [0, n), the later ones plain geometric, from the level's own stream. */
+    double any = p_any(n)[k];
+    if (!(first_unit(key, k) < any)) return 0;
+    rng_stream s;
+    rng_stream_at(&s, key, (uint32_t)k, 0);
+    double log_keep = levels[k].log_keep;
+    uint64_t pos = 0; /* next candidate */
+    for (int first = 1;; first = 0) {
+        double v = rng_open01(&s);
+        double gap = floor((first ? log1p(-v * any) : log(v)) / log_keep);
+        if (first && gap >= (double)n) gap = (double)n - 1; /* rounding at the top */
+        if (gap >= (double)(n - pos)) break;
+        uint64_t b = pos + (uint64_t)gap;
+        while (r < rarer->n && rarer->v[r].pos < b) r++;
+        if (!(r < rarer->n && rarer->v[r].pos == b)) {
+            double u = level_u(key, k, b);
+            if ((keep_all || u < q) && push(out, b, u)) return -1;
+        }
+        pos = b + 1;
+        if (pos >= n) break;
+    }
+    return 0;
+}
+
+/* out = a merged with b (both sorted by position, disjoint). */
+static int merge(const nested_list *a, const nested_list *b, nested_list *out) {
+    if (reserve(out, a->n + b->n)) return -1;
+    size_t i = 0, j = 0, o = 0;
+    while (i < a->n && j < b->n) out->v[o++] = a->v[i].pos < b->v[j].pos ? a->v[i++] : b->v[j++];
+    if (i < a->n) memcpy(out->v + o, a->v + i, (a->n - i) * sizeof *out->v), o += a->n - i;
+    if (j < b->n) memcpy(out->v + o, b->v + j, (b->n - j) * sizeof *out->v), o += b->n - j;
+    out->n = o;
+    return 0;
 }
 
 int nested_draw(rng_key key, uint64_t n, double q, nested_list *out) {
     out->n = 0;
     if (!(q > 0.0) || n == 0) return 0;
+    pthread_once(&levels_once, levels_init);
     /* The level that contains q: 2^-(j+1) <= q < 2^-j. */
     int j = q >= 1.0 ? 0 : (int)floor(-log2(q));
     if (j > NESTED_LEVELS) j = NESTED_LEVELS;
-    poslist rarer = {0}, level = {0}, merged = {0};
+    /* out holds the members of the rarer levels so far (sorted); each level
+     * is drawn among the positions not in it and merged in. */
+    nested_list lvl = {0}, tmp = {0};
     int rc = 0;
-    for (int k = NESTED_LEVELS; k >= j; k--) {
-        if (draw_level(key, k, n, &rarer, &level) || hits_reserve(out, out->n + level.n)) {
-            rc = -1;
-            break;
-        }
+    for (int k = NESTED_LEVELS; k >= j && rc == 0; k--) {
         /* Every member of a rarer level is below q; level j is filtered. */
-        for (size_t i = 0; i < level.n; i++) {
-            double u = level_u(key, k, level.v[i]);
-            if (k > j || q >= 1.0 || u < q) out->v[out->n++] = (nested_hit){level.v[i], u};
-        }
-        if (k == j) break;
-        if (merge(&rarer, &level, &merged)) {
-            rc = -1;
-            break;
-        }
-        poslist t = rarer;
-        rarer = merged;
-        merged = t;
+        if (draw_level(key, k, n, out, k > j || q >= 1.0, q, &lvl)) rc = -1;
+        else if (lvl.n && out->n == 0) { nested_list t = *out; *out = lvl; lvl = t; }
+        else if (lvl.n && merge(out, &lvl, &tmp)) rc = -1;
+        else if (lvl.n) { nested_list t = *out; *out = tmp; tmp = t; }
     }
-    free(rarer.v);
-    free(level.v);
-    free(merged.v);
-    if (rc) {
-        out->n = 0;
-        return -1;
-    }
-    /* The levels came as sorted runs, rarest first: one sort by position. */
-    qsort(out->v, out->n, sizeof *out->v, by_pos);
-    return 0;
+    free(lvl.v);
+    free(tmp.v);
+    if (rc) out->n = 0;
+    return rc;
 }
 
 void nested_list_free(nested_list *l) {

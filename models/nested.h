@@ -8,7 +8,10 @@
  *   - nested: for q' > q the list at q' contains the list at q, with the same
  *     u values (a position's u never depends on q, n or what else was drawn);
  *   - cost: about twice the number of positions listed (plus ~log2(1/q)
- *     levels of constant work), never proportional to n.
+ *     levels of constant work), never proportional to n;
+ *   - the draw depends on n (each level first decides whether it has any
+ *     member among the n positions): a prefix of a longer stream is not the
+ *     same draw, so devices draw fixed-size blocks and filter.
  *
  * The unit interval is cut into dyadic levels L_k = [2^-(k+1), 2^-k),
  * k < NESTED_LEVELS, and [0, 2^-NESTED_LEVELS). Working from the rarest level

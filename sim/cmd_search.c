@@ -41,19 +41,19 @@ static void label_of(const sweep_plan *p, long point, char *buf, size_t len) {
 
 static void print_text(const sweep_plan *p, const search_result *r) {
     char label[256];
-    printf("workload %s: nominal accuracy %.2f %%, %.4g nJ per inference\n", r->workload,
-           100 * r->ref_accuracy, r->ref_energy_pj / 1e3);
+    printf("workload %s: nominal accuracy %.2f %%, %.4g uJ per inference\n", r->workload,
+           100 * r->ref_accuracy, r->ref_energy_pj / 1e6);
     if (r->coarse_point < 0) {
         printf("  one point for all layers: none of the %zu points is within budget\n",
                p->n_points);
     } else {
         label_of(p, r->coarse_point, label, sizeof label);
-        printf("  one point for all layers: %s, accuracy %.2f %%, %.4g nJ, saving %.1f %%\n",
-               label, 100 * r->coarse_accuracy, r->coarse_energy_pj / 1e3,
+        printf("  one point for all layers: %s, accuracy %.2f %%, %.4g uJ, saving %.1f %%\n",
+               label, 100 * r->coarse_accuracy, r->coarse_energy_pj / 1e6,
                100 * (1 - r->coarse_energy_pj / r->ref_energy_pj));
     }
-    printf("  per-layer partitions:     accuracy %.2f %%, %.4g nJ, saving %.1f %%\n",
-           100 * r->partition_accuracy, r->partition_energy_pj / 1e3,
+    printf("  per-layer partitions:     accuracy %.2f %%, %.4g uJ, saving %.1f %%\n",
+           100 * r->partition_accuracy, r->partition_energy_pj / 1e6,
            100 * (1 - r->partition_energy_pj / r->ref_energy_pj));
     for (uint32_t l = 0; l < r->n_layers; l++) {
         char alone[256];

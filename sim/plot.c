@@ -178,17 +178,33 @@ static void axis_draw(FILE *out, const axis *a, int vertical) {
     fputs("</g>\n", out);
 }
 
-/* The unit of a knob or column, for axis labels; NULL if unknown. */
-static const char *unit_of(const char *name) {
-    static const struct {
-        const char *name, *unit;
-    } units[] = {{"ber", "probability per bit"}, {"vdd", "V"},          {"temperature", "°C"},
-                 {"accuracy", "%"},              {"mean_accuracy", "%"}, {"seconds", "s"},
-                 {"faults_injected", "cells"},   {"bits_exposed", "bits"}, {"bits_changed", "bits"},
-                 {"n_samples", "images"},        {"n_correct", "images"}};
+/* The unit of a knob or column for axis labels (NULL if unknown), and the
+ * factor from stored values to that unit (accuracy shown in %, energy in
+ * uJ, latency in us). */
+static const struct unit {
+    const char *name, *unit;
+    double scale;
+} units[] = {
+    {"ber", "probability per bit", 1},   {"vdd", "V", 1},
+    {"trcd", "ns", 1},                   {"trp", "ns", 1},
+    {"tras", "ns", 1},                   {"trefw", "ms", 1},
+    {"temperature", "°C", 1},            {"time_s", "s", 1},
+    {"accuracy", "%", 100},              {"mean_accuracy", "%", 100},
+    {"seconds", "s", 1},                 {"faults_injected", "cells", 1},
+    {"bits_exposed", "bits", 1},         {"bits_changed", "bits", 1},
+    {"n_samples", "images", 1},          {"n_correct", "images", 1},
+    {"energy_pj", "µJ per inference", 1e-6}, {"latency_ns", "µs per inference", 1e-3},
+};
+
+static const struct unit *unit_entry(const char *name) {
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-        if (strcmp(units[i].name, name) == 0) return units[i].unit;
+        if (strcmp(units[i].name, name) == 0) return &units[i];
     return NULL;
+}
+
+static const char *unit_of(const char *name) {
+    const struct unit *u = unit_entry(name);
+    return u ? u->unit : NULL;
 }
 
 static void axis_title(const char *name, char *buf, size_t size) {
@@ -537,12 +553,17 @@ static int plot_accuracy(store *s, const plot_options *opt, FILE *out, apx_error
 
 typedef struct xy {
     double x, y;
+    size_t series;  /* index into pareto_data.names: the point's workload */
 } xy;
+
+#define PARETO_MAX_SERIES 16
 
 typedef struct pareto_data {
     xy *pts;
     size_t n, cap, rows;
-    double xscale, yscale;  /* 100 for accuracy columns, shown in % */
+    double xscale, yscale;  /* stored value -> axis unit (unit_entry) */
+    char names[PARETO_MAX_SERIES][64];
+    size_t n_names;
 } pareto_data;
 
 static int read_xy(void *ctx, int ncol, const char *const *names, const double *v,
@@ -555,8 +576,18 @@ static int read_xy(void *ctx, int ncol, const char *const *names, const double *
             return apx_fail(err, APX_EINPUT, "column %s is not numeric (value \"%.40s\")",
                             names[i], t[i]);
     if (isnan(v[0]) || isnan(v[1])) return APX_OK; /* NULL */
+    const char *w = t[2] ? t[2] : "";
+    size_t k = 0;
+    while (k < d->n_names && strncmp(d->names[k], w, sizeof d->names[k] - 1) != 0) k++;
+    if (k == d->n_names) {
+        if (k == PARETO_MAX_SERIES)
+            return apx_fail(err, APX_EINPUT, "more than %d workloads to plot; select some with "
+                            "a database of fewer", PARETO_MAX_SERIES);
+        snprintf(d->names[k], sizeof d->names[k], "%s", w);
+        d->n_names++;
+    }
     if (grow((void **)&d->pts, &d->cap, d->n, sizeof *d->pts, err)) return err->code;
-    d->pts[d->n++] = (xy){v[0] * d->xscale, v[1] * d->yscale};
+    d->pts[d->n++] = (xy){v[0] * d->xscale, v[1] * d->yscale, k};
     return APX_OK;
 }
 
@@ -567,19 +598,42 @@ static int cmp_xy(const void *a, const void *b) {
 }
 
 static double scale_of(const char *column) {
-    const char *unit = unit_of(column);
-    return unit && strcmp(unit, "%") == 0 ? 100 : 1;
+    const struct unit *u = unit_entry(column);
+    return u ? u->scale : 1;
+}
+
+/* One workload's front (max y, min x) as a staircase with its points. */
+static size_t draw_front(const pareto_data *d, size_t series, const axis *x, const axis *y,
+                         const plot_options *opt, xy *front, FILE *out) {
+    /* Points are sorted by x, then y descending: a point is on the front
+     * when its y beats every point before it. */
+    size_t nfront = 0;
+    double best = -INFINITY;
+    for (size_t i = 0; i < d->n; i++)
+        if (d->pts[i].series == series && d->pts[i].y > best)
+            best = d->pts[i].y, front[nfront++] = d->pts[i];
+    const char *color = palette[series % PALETTE_SIZE];
+    fprintf(out, "<g class=\"front\">\n<polyline points=\"");
+    for (size_t i = 0; i < nfront; i++) /* y holds until the next front point */
+        fprintf(out, "%s%.1f,%.1f %.1f,%.1f", i ? " " : "", axis_map(x, front[i].x),
+                axis_map(y, i ? front[i - 1].y : front[i].y), axis_map(x, front[i].x),
+                axis_map(y, front[i].y));
+    fprintf(out, "\" fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\"/>\n", color);
+    char text[200];
+    for (size_t i = 0; i < nfront; i++) {
+        fprintf(out, "<circle class=\"front\" cx=\"%.1f\" cy=\"%.1f\" r=\"4.5\" fill=\"%s\" "
+                     "stroke=\"#fff\"><title>",
+                axis_map(x, front[i].x), axis_map(y, front[i].y), color);
+        snprintf(text, sizeof text, "%.40s: %.40s = %.6g, %.40s = %.6g", d->names[series],
+                 opt->x_column, front[i].x, opt->y_column, front[i].y);
+        svg_escaped(out, text);
+        fputs("</title></circle>\n", out);
+    }
+    fputs("</g>\n", out);
+    return nfront;
 }
 
 static void render_pareto(const pareto_data *d, const plot_options *opt, FILE *out) {
-    /* Sorted by x, then y descending: a point is on the front (max y, min x)
-     * when its y beats every point before it. */
-    size_t nfront = 0;
-    xy *front = malloc(d->n * sizeof *front);
-    double best = -INFINITY;
-    for (size_t i = 0; i < d->n && front; i++)
-        if (d->pts[i].y > best) best = d->pts[i].y, front[nfront++] = d->pts[i];
-
     double *v = malloc(d->n * sizeof *v);
     axis x, y;
     for (size_t i = 0; i < d->n && v; i++) v[i] = d->pts[i].x;
@@ -596,46 +650,36 @@ static void render_pareto(const pareto_data *d, const plot_options *opt, FILE *o
     svg_begin(out, title);
     svg_frame(out, &x, &y, xlabel, ylabel);
 
-    fputs("<g class=\"points\" fill=\"#7f7f7f\" fill-opacity=\"0.55\">\n", out);
+    fputs("<g class=\"points\" fill-opacity=\"0.35\">\n", out);
     for (size_t i = 0; i < d->n; i++)
-        fprintf(out, "<circle class=\"point\" cx=\"%.1f\" cy=\"%.1f\" r=\"3\"/>\n",
-                axis_map(&x, d->pts[i].x), axis_map(&y, d->pts[i].y));
-    fputs("</g>\n<g class=\"front\">\n<polyline points=\"", out);
-    for (size_t i = 0; i < nfront; i++) /* a staircase: y holds until the next front point */
-        fprintf(out, "%s%.1f,%.1f %.1f,%.1f", i ? " " : "", axis_map(&x, front[i].x),
-                axis_map(&y, i ? front[i - 1].y : front[i].y), axis_map(&x, front[i].x),
-                axis_map(&y, front[i].y));
-    fputs("\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"1.5\"/>\n", out);
-    for (size_t i = 0; i < nfront; i++) {
-        fprintf(out, "<circle class=\"front\" cx=\"%.1f\" cy=\"%.1f\" r=\"4.5\" fill=\"#d62728\" "
-                     "stroke=\"#fff\"><title>",
-                axis_map(&x, front[i].x), axis_map(&y, front[i].y));
-        snprintf(text, sizeof text, "%.40s = %.6g, %.40s = %.6g", opt->x_column, front[i].x,
-                 opt->y_column, front[i].y);
-        svg_escaped(out, text);
-        fputs("</title></circle>\n", out);
+        fprintf(out, "<circle class=\"point\" cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
+                axis_map(&x, d->pts[i].x), axis_map(&y, d->pts[i].y),
+                palette[d->pts[i].series % PALETTE_SIZE]);
+    fputs("</g>\n", out);
+    xy *front = malloc((d->n ? d->n : 1) * sizeof *front);
+    size_t counts[PARETO_MAX_SERIES] = {0};
+    for (size_t k = 0; k < d->n_names && front; k++)
+        counts[k] = draw_front(d, k, &x, &y, opt, front, out);
+    free(front);
+    fputs("<g class=\"legend\">\n", out);
+    for (size_t k = 0; k < d->n_names; k++) {
+        snprintf(text, sizeof text, "%.48s: front of %zu", d->names[k][0] ? d->names[k] : "(no name)",
+                 counts[k]);
+        legend_entry(out, (int)k, palette[k % PALETTE_SIZE], 0, 0, text);
     }
-    fputs("</g>\n<g class=\"legend\">\n", out);
-    snprintf(text, sizeof text, "evaluations (%zu)", d->n);
-    fprintf(out, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#7f7f7f\"/>\n", LEGEND_X + 12,
-            AREA_TOP + 8);
-    svg_text(out, LEGEND_X + 30, AREA_TOP + 12, "start", "class=\"legend\"", text);
-    snprintf(text, sizeof text, "Pareto front (%zu)", nfront);
-    legend_entry(out, 1, "#d62728", 0, 0, text);
-    snprintf(text, sizeof text, "%s", "(max y, min x)");
-    svg_text(out, LEGEND_X + 30, AREA_TOP + 8 + 2 * 20 + 4, "start",
+    snprintf(text, sizeof text, "%zu evaluations; fronts: max y, min x", d->n);
+    svg_text(out, LEGEND_X, AREA_TOP + 8 + (double)d->n_names * 20 + 4, "start",
              "class=\"legend\" fill=\"#555\"", text);
     fputs("</g>\n", out);
     svg_end(out);
-    free(front);
 }
 
 static int plot_pareto(store *s, const plot_options *opt, FILE *out, apx_error *err) {
     if (!opt->x_column || !opt->y_column)
         return apx_fail(err, APX_EINPUT, "the pareto figure needs an x and a y column");
     pareto_data d = {.xscale = scale_of(opt->x_column), .yscale = scale_of(opt->y_column)};
-    const char *const columns[] = {opt->x_column, opt->y_column};
-    int rc = store_read_columns(s, "evaluations_flat", columns, 2, read_xy, &d, err);
+    const char *const columns[] = {opt->x_column, opt->y_column, "workload"};
+    int rc = store_read_columns(s, "evaluations_flat", columns, 3, read_xy, &d, err);
     if (rc == APX_OK && d.rows == 0)
         rc = apx_fail(err, APX_EINPUT, "the database has no evaluations to plot");
     else if (rc == APX_OK && d.n == 0)

@@ -370,7 +370,9 @@ int sweep_workload_load(const char *model_path, const char *data_dir, const char
                         uint32_t limit, sweep_workload *w, apx_error *err) {
     memset(w, 0, sizeof *w);
     if (bnn_load(model_path, &w->model, err)) return err->code;
-    if (fmnist_load(data_dir, split, limit, &w->data, err)) {
+    /* The model says how many classes its data have: Fashion-MNIST's 10, or
+     * a constructed workload's (a Boolean function's 2). */
+    if (idx_dir_load(data_dir, split, w->model.n_classes, limit, &w->data, err)) {
         bnn_free(&w->model);
         return err->code;
     }
@@ -385,11 +387,17 @@ int sweep_workload_load(const char *model_path, const char *data_dir, const char
         return rc;
     }
     bnn_hash_hex(&w->model, w->model_hash);
-    if (limit)
-        snprintf(w->dataset_name, sizeof w->dataset_name, "fashion-mnist/%s[:%u]", split,
-                 w->data.n);
+    /* A data set from another directory is named by it: a constructed
+     * workload's data are not Fashion-MNIST. */
+    char name[480];
+    if (data_dir && strcmp(data_dir, fmnist_dir(NULL)) != 0)
+        snprintf(name, sizeof name, "idx:%s/%s", data_dir, split);
     else
-        snprintf(w->dataset_name, sizeof w->dataset_name, "fashion-mnist/%s", split);
+        snprintf(name, sizeof name, "fashion-mnist/%s", split);
+    if (limit)
+        snprintf(w->dataset_name, sizeof w->dataset_name, "%s[:%u]", name, w->data.n);
+    else
+        snprintf(w->dataset_name, sizeof w->dataset_name, "%s", name);
     return APX_OK;
 }
 
@@ -549,15 +557,15 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
                     err);
 }
 
-/* Adds part to sum: totals and items by name. */
-static void cost_add(device_cost *sum, const device_cost *part) {
-    sum->energy_pj += part->energy_pj;
-    sum->latency_ns += part->latency_ns;
+/* Adds w x part to sum: totals and items by name. */
+static void cost_add(device_cost *sum, const device_cost *part, double w) {
+    sum->energy_pj += w * part->energy_pj;
+    sum->latency_ns += w * part->latency_ns;
     for (int i = 0; i < part->n_items; i++) {
         int j = 0;
         while (j < sum->n_items && strcmp(sum->item[j].name, part->item[i].name)) j++;
-        if (j < sum->n_items) sum->item[j].value += part->item[i].value;
-        else device_cost_add(sum, part->item[i].name, part->item[i].value);
+        if (j < sum->n_items) sum->item[j].value += w * part->item[i].value;
+        else device_cost_add(sum, part->item[i].name, w * part->item[i].value);
     }
 }
 
@@ -569,36 +577,41 @@ int sweep_job_cost(const sweep_workload *w, const device *dev, const double *op,
     if (!dev || !dev->ops->cost) return APX_OK;
     const bnn_model *m = &w->model;
     device_region *all = model_regions(m, geo, base_addr);
-    device_region *group = malloc((m->n_layers ? m->n_layers : 1) * sizeof *group);
+    if (!all) return apx_fail(err, APX_EWORK, "out of memory");
     double dflt[DEVICE_MAX_KNOBS];
     int n_knobs = device_knob_count(dev->ops), have_dflt = dev->ops->knob_default != NULL;
     for (int k = 0; have_dflt && k < n_knobs; k++)
         have_dflt = dev->ops->knob_default(dev, k, &dflt[k]);
-    int rc = all && group ? APX_OK : apx_fail(err, APX_EWORK, "out of memory");
-    /* One cost call per distinct point (the job's, each partition's, the
-     * default for exact layers), over the layers at that point, in order. */
+    /* The point each layer's weights are read at: the job's, a partition's,
+     * or the default for exact memory. */
+    const double *at[BNN_MAX_LAYERS];
+    uint64_t total_bits = 0;
+    for (uint32_t l = 0; l < m->n_layers; l++) {
+        at[l] = op;
+        if (layout && layout->exact[l]) at[l] = have_dflt ? dflt : op;
+        else if (layout && layout->layer_op[l]) at[l] = layout->layer_op[l];
+        total_bits += bnn_tensor_bits(m, l);
+    }
+    /* The weights are one stream. With every layer at one point it is costed
+     * as is; with several points, the whole stream is costed at each and
+     * each point is charged its layers' share of the bits, so splitting a
+     * model into partitions never adds the fixed cost of a second stream. */
+    int rc = APX_OK;
     uint8_t done[BNN_MAX_LAYERS] = {0};
     for (uint32_t first = 0; rc == APX_OK && first < m->n_layers; first++) {
         if (done[first]) continue;
-        const double *at = op;
-        if (layout && layout->exact[first]) at = have_dflt ? dflt : op;
-        else if (layout && layout->layer_op[first]) at = layout->layer_op[first];
-        size_t n = 0;
-        for (uint32_t l = first; l < m->n_layers; l++) {
-            const double *lat = op;
-            if (layout && layout->exact[l]) lat = have_dflt ? dflt : op;
-            else if (layout && layout->layer_op[l]) lat = layout->layer_op[l];
-            if (lat != at) continue;
-            done[l] = 1;
-            group[n++] = all[l];
-        }
+        uint64_t bits = 0;
+        for (uint32_t l = first; l < m->n_layers; l++)
+            if (at[l] == at[first]) {
+                done[l] = 1;
+                bits += bnn_tensor_bits(m, l);
+            }
         device_cost part;
         memset(&part, 0, sizeof part);
-        rc = dev->ops->cost(dev, at, group, n, batch ? batch : 1, &part, err);
-        if (rc == APX_OK) cost_add(cost, &part);
+        rc = dev->ops->cost(dev, at[first], all, m->n_layers, batch ? batch : 1, &part, err);
+        if (rc == APX_OK) cost_add(cost, &part, total_bits ? (double)bits / total_bits : 1.0);
     }
     free(all);
-    free(group);
     if (rc) return apx_wrap(err, "the cost of reading the weights: ");
     *has_cost = 1;
     return APX_OK;
@@ -751,6 +764,58 @@ static void make_keys(const sweep_plan *p, const sweep_workload *w, size_t point
     j->chip = chip;
 }
 
+/* Numeric scalars of a mapping (and of the mappings inside it, one level
+ * down) as metrics named prefix.key[.subkey]. */
+static size_t sidecar_numbers(const cfg_node *map, const char *prefix, store_metric *m,
+                              char (*names)[96], size_t cap, int depth) {
+    size_t n = 0;
+    for (size_t i = 0; i < map->n && n < cap; i++) {
+        const cfg_node *v = map->items[i];
+        char name[96];
+        snprintf(name, sizeof name, "%s.%s", prefix, map->keys[i]);
+        if (v->kind == CFG_MAP && depth == 0) {
+            n += sidecar_numbers(v, name, m + n, names + n, cap - n, 1);
+        } else if (v->kind == CFG_SCALAR) {
+            char *end;
+            double x = strtod(v->scalar, &end);
+            if (end == v->scalar || *end) continue;
+            snprintf(names[n], sizeof names[n], "%s", name);
+            m[n] = (store_metric){names[n], -1, x};
+            n++;
+        }
+    }
+    return n;
+}
+
+/* A constructed model's parameters (MODEL.bnn.yaml, written by `apxsim
+ * construct`, keyed by the model hash) into model_metrics as construct.*,
+ * data set '' (properties of the model alone). No sidecar: nothing to do. */
+static int store_sidecar(store *db, const sweep_workload_spec *spec, const sweep_workload *w,
+                         apx_error *err) {
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s.yaml", spec->model_path) >= sizeof path ||
+        access(path, F_OK) != 0)
+        return APX_OK;
+    cfg_doc *doc = cfg_load_file(path, err);
+    if (!doc) return err->code;
+    const cfg_node *root = cfg_root(doc), *hash = cfg_find(root, "model_hash");
+    int rc = APX_OK;
+    if (root->kind != CFG_MAP || !hash || hash->kind != CFG_SCALAR) {
+        rc = cfg_fail(root, err, "a model's parameter file needs a model_hash");
+    } else if (strcmp(hash->scalar, w->model_hash) != 0) {
+        rc = cfg_fail(hash, err, "describes model %s, but %s is model %s: regenerate or remove "
+                                 "the parameter file", hash->scalar, spec->model_path,
+                      w->model_hash);
+    } else {
+        store_metric m[128];
+        char names[128][96];
+        size_t n = sidecar_numbers(root, "construct", m, names, 128, 0);
+        rc = store_put_metrics(db, w->model_hash, "", m, n, err);
+    }
+    cfg_free(doc);
+    return rc;
+}
+
 static void free_workloads(sweep_workload *w, size_t n) {
     for (size_t i = 0; i < n; i++) sweep_workload_free(&w[i]);
     free(w);
@@ -788,6 +853,12 @@ int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
         free_workloads(w, loaded);
         return rc;
     }
+    for (size_t i = 0; i < loaded; i++)
+        if ((rc = store_sidecar(P.db, &p->workloads[i], &w[i], err))) {
+            store_close(P.db);
+            free_workloads(w, loaded);
+            return rc;
+        }
     size_t total = p->n_workloads * p->n_points * p->chips;
     P.jobs = malloc(total * sizeof *P.jobs);
     if (!P.jobs) {

@@ -101,7 +101,7 @@ typedef struct sweep_workload {
     bnn_model model;
     dataset data;
     char model_hash[17];
-    char dataset_name[96];
+    char dataset_name[512];
 } sweep_workload;
 
 int sweep_workload_load(const char *model_path, const char *data_dir, const char *split,
@@ -133,9 +133,10 @@ int sweep_eval_job(const sweep_workload *w, const device *dev, const double *op,
 
 /* The energy and latency per inference of reading the weights at op, from
  * the device's cost op (device.h) with batch inferences per read of the
- * weights. With a layout, each partition is costed at its own point and
- * exact layers at the device's default point (when every knob has one),
- * and the parts are summed. *has_cost is 0 (and cost zeroed) for a device
+ * weights. With a layout that reads layers at several points (partitions;
+ * exact layers at the device's default point when every knob has one), the
+ * whole stream is costed at each point and each point is charged its
+ * layers' share of the weight bits. *has_cost is 0 (and cost zeroed) for a device
  * without a cost op. */
 int sweep_job_cost(const sweep_workload *w, const device *dev, const double *op,
                    const sweep_layout *layout, const geometry *geo, uint64_t base_addr, uint32_t batch, device_cost *cost,

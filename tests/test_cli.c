@@ -395,6 +395,41 @@ static void test_device_file(void) {
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "/nonexistent/dev.yaml"));
 }
 
+/* apxsim search on the DRAM device: a reference, a coarse point within the
+ * budget that saves energy, a per-layer assignment no worse than it within
+ * the budget; the same answer twice; JSON that parses; the uniform device
+ * (no energy) refused. */
+static void test_search(void) {
+    make_workload();
+    char cfg[512], text[2048], a[8192], b[8192];
+    snprintf(text, sizeof text,
+             "name: s\nseed: 3\nchips: 2\noutput: x.db\n"
+             "workload:\n  model: %s\n  data_dir: %s\n"
+             "device: %s/configs/devices/ddr4-2400-8gb-x8.yaml\n"
+             "operating_points:\n  vdd: [1.1, 1.0, 0.98]\n  trcd: [13.328, 10]\n",
+             model_path, data_dir, APXSIM_SOURCE_ROOT);
+    snprintf(cfg, sizeof cfg, "%s", test_write_file("search.yaml", text, strlen(text)));
+    CU_ASSERT_EQUAL(test_run(a, sizeof a, APXSIM " search %s --budget 0.05 -q", cfg), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a, "one point for all layers: vdd="));
+    CU_ASSERT_PTR_NOT_NULL(strstr(a, "per-layer partitions:"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(a, "layer 1: "));
+    CU_ASSERT_EQUAL(test_run(b, sizeof b, APXSIM " search %s --budget 0.05 -q", cfg), 0);
+    CU_ASSERT_STRING_EQUAL(a, b);
+    CU_ASSERT_EQUAL(test_run(a, sizeof a,
+                             APXSIM " search %s --budget 0.05 -q --json | python3 -c 'import "
+                             "json,sys; r = json.load(sys.stdin)[0]; ref = r[\"reference\"]; "
+                             "c = r[\"coarse\"]; p = r[\"partitions\"]; "
+                             "assert c[\"energy_pj\"] < ref[\"energy_pj\"]; "
+                             "assert c[\"accuracy\"] >= ref[\"accuracy\"] - 0.05; "
+                             "assert p[\"energy_pj\"] <= c[\"energy_pj\"] * 1.000001; "
+                             "assert p[\"accuracy\"] >= ref[\"accuracy\"] - 0.05; print(\"ok\")'",
+                             cfg), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a, "ok"));
+    snprintf(cfg, sizeof cfg, "%s", write_sweep("search-uniform.yaml", model_path, data_dir, ""));
+    CU_ASSERT_EQUAL(test_run(a, sizeof a, APXSIM " search %s -q", cfg), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a, "models no energy"));
+}
+
 void add_cli_suite(void) {
     TEST_SUITE("cli", {"version, help and usage", test_version_help_and_usage},
                {"sweep is deterministic and resumable", test_sweep_is_deterministic_and_resumable},
@@ -402,5 +437,6 @@ void add_cli_suite(void) {
                {"check and eval", test_check_and_eval},
                {"memory layout and point lists", test_layout_and_point_lists},
                {"several workloads in one sweep", test_several_workloads},
-               {"a device named by its file", test_device_file});
+               {"a device named by its file", test_device_file},
+               {"search", test_search});
 }

@@ -333,8 +333,9 @@ const char *fmnist_dir(const char *dir) {
     return FMNIST_DEFAULT_DIR;
 }
 
-int fmnist_load(const char *dir, const char *split, uint32_t limit, dataset *out,
-                apx_error *err) {
+/* The split's IDX pair in d, named as Fashion-MNIST's. */
+static int load_split(const char *d, const char *split, uint32_t n_classes, uint32_t limit,
+                      int is_fmnist, dataset *out, apx_error *err) {
     const char *prefix;
     if (split && strcmp(split, "train") == 0)
         prefix = "train";
@@ -344,7 +345,6 @@ int fmnist_load(const char *dir, const char *split, uint32_t limit, dataset *out
         return apx_fail(err, APX_EINPUT,
                         "Fashion-MNIST: unknown split '%s' (expected \"train\" or \"test\")",
                         split ? split : "(null)");
-    const char *d = fmnist_dir(dir);
     char images[4096], labels[4096];
     int a = snprintf(images, sizeof images, "%s/%s-images-idx3-ubyte.gz", d, prefix);
     int b = snprintf(labels, sizeof labels, "%s/%s-labels-idx1-ubyte.gz", d, prefix);
@@ -352,14 +352,28 @@ int fmnist_load(const char *dir, const char *split, uint32_t limit, dataset *out
         return apx_fail(err, APX_EINPUT, "Fashion-MNIST: directory name too long: %s", d);
     struct stat st;
     if (stat(d, &st) != 0 || !S_ISDIR(st.st_mode) || stat(images, &st) != 0 ||
-        stat(labels, &st) != 0)
-        return apx_fail(err, APX_EINPUT,
-                        "Fashion-MNIST not found in %s: install the Debian package "
-                        "dataset-fashion-mnist (scripts/setup does) or set %s=/path/to/dir",
-                        d, FMNIST_ENV);
-    int rc = idx_load(images, labels, 10, limit, out, err);
-    if (rc) return apx_wrap(err, "Fashion-MNIST %s split: ", split);
+        stat(labels, &st) != 0) {
+        if (is_fmnist)
+            return apx_fail(err, APX_EINPUT,
+                            "Fashion-MNIST not found in %s: install the Debian package "
+                            "dataset-fashion-mnist (scripts/setup does) or set %s=/path/to/dir",
+                            d, FMNIST_ENV);
+        return apx_fail(err, APX_EINPUT, "no %s and %s in %s", strrchr(images, '/') + 1,
+                        strrchr(labels, '/') + 1, d);
+    }
+    int rc = idx_load(images, labels, n_classes, limit, out, err);
+    if (rc) return apx_wrap(err, "%s %s split: ", is_fmnist ? "Fashion-MNIST" : d, split);
     return APX_OK;
+}
+
+int fmnist_load(const char *dir, const char *split, uint32_t limit, dataset *out,
+                apx_error *err) {
+    return load_split(fmnist_dir(dir), split, 10, limit, 1, out, err);
+}
+
+int idx_dir_load(const char *dir, const char *split, uint32_t n_classes, uint32_t limit,
+                 dataset *out, apx_error *err) {
+    return load_split(fmnist_dir(dir), split, n_classes, limit, !dir, out, err);
 }
 
 void dataset_free(dataset *d) {

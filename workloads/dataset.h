@@ -45,6 +45,13 @@ int idx_load(const char *images_path, const char *labels_path, uint32_t n_classe
 int fmnist_load(const char *dir, const char *split, uint32_t limit, dataset *out,
                 apx_error *err);
 
+/* The IDX pair of a split in dir, named as Fashion-MNIST's
+ * ({train,t10k}-{images-idx3,labels-idx1}-ubyte.gz), labels < n_classes:
+ * data sets written by `apxsim construct` and other generators. dir NULL
+ * is Fashion-MNIST's location (fmnist_dir), with its install hint. */
+int idx_dir_load(const char *dir, const char *split, uint32_t n_classes, uint32_t limit,
+                 dataset *out, apx_error *err);
+
 /* The directory fmnist_load would use for dir (never NULL). */
 const char *fmnist_dir(const char *dir);
 

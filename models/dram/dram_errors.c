@@ -22,7 +22,8 @@
 #include "../nested.h"
 
 #define BLOCK_BYTES (DRAM_BLOCK_BITS / 8)
-#define BLOCK_SHIFT 12                  /* log2(BLOCK_BYTES) */
+#define BLOCK_SHIFT __builtin_ctz(BLOCK_BYTES) /* log2(BLOCK_BYTES) */
+_Static_assert((BLOCK_BYTES & (BLOCK_BYTES - 1)) == 0, "blocks are a power of two in size");
 #define LINE_COLUMNS 8                  /* a 64-byte line of a 64-bit bus word */
 #define LINE_BITS 64
 #define MAX_SUBARRAY_ROWS (1u << 16)
@@ -571,7 +572,9 @@ static int by_bit(const void *a, const void *b) {
 static int do_block(engine *e, uint64_t block, fmap *out, apx_error *err) {
     const dram_error_params *p = e->p;
     uint64_t a0 = block * BLOCK_BYTES;
-    uint64_t n = (e->end - a0) * 8 < DRAM_BLOCK_BITS ? (e->end - a0) * 8 : DRAM_BLOCK_BITS;
+    /* Always the whole block: a draw depends on its length (nested.h), and
+     * a cell's fate must not depend on where the region asking ends. */
+    uint64_t n = DRAM_BLOCK_BITS;
     double w_max, g_max[3];
     block_bounds(e, a0, &w_max, g_max);
     double band = e->o.transient_on ? p->transient_band : 1.0;

@@ -96,7 +96,9 @@
 #include "../../sim/error.h"
 #include "../device.h"
 
-#define DRAM_BLOCK_BITS 32768u  /* address bits per nested-draw block (4 KiB) */
+#define DRAM_BLOCK_BITS 8192u   /* address bits per nested-draw block (1 KiB): half the *
+                                 * DIVA column period of the default mapping, so that a *
+                                 * block sees one column class */
 
 enum dram_knob { DK_VDD, DK_TRCD, DK_TRP, DK_TRAS, DK_TREFW, DK_TEMP, DK_TIME, DK_COUNT };
 
