@@ -684,14 +684,13 @@ VOLTAGE_PARAMS = ("v_threshold", "ln_alpha")
 # 1.025 V; below its lowest tested VDD each profile extrapolates).
 VT_MAX = 1.0
 # Starts: the guard is the one discontinuous direction, which a simplex does
-# not cross well, and the weak mode may be needed or not: the fit starts from
-# every combination and polishes the POLISHED best after the first stages.
+# not cross well, and the second mode may be needed or not: the fit runs from
+# every combination and keeps the best.
 LATENCY_STARTS = tuple(
     (8.0, math.log(0.5), guard, ln_wf, 9.5, math.log(0.5), 7.0, math.log(0.5),
      0.5, 0.0, math.log(0.05))
-    for guard in (TRCD_NOMINAL, 11.0, 10.0) for ln_wf in (-30.0, math.log(1e-4)))
+    for guard in (TRCD_NOMINAL, 10.0) for ln_wf in (-30.0, math.log(1e-4)))
 VOLTAGE_STARTS = ((0.0, math.log(2.0)), (0.5, 0.0), (0.9, math.log(0.3)))
-POLISHED = 2
 
 # Tie-breakers for directions the data leave open (docs/dram-model.md,
 # "Calibration"): a weak pull of each guard toward the nominal latency (no
@@ -743,7 +742,7 @@ def fit_latency(points, spatial, retention):
         y, _ = minimise(lambda y: objective(pts, put(y)), [x[i] for i in idx],
                         [LATENCY_STEP[i] for i in idx])
         return put(y)
-    staged = []
+    best = None
     latency = [n for n in LATENCY_PARAMS if n not in VOLTAGE_PARAMS]
     iv = LATENCY_PARAMS.index("v_threshold")
     for start in LATENCY_STARTS:
@@ -754,11 +753,7 @@ def fit_latency(points, spatial, retention):
             fy = objective(voltron, y)
             if law is None or fy < law[1] - 1e-12:
                 law = (y, fy)
-        staged.append((objective(points, law[0]), law[0]))
-    staged.sort(key=lambda s: s[0])
-    best = None
-    for _, x in staged[:POLISHED]:
-        x = over(points, x, LATENCY_PARAMS)
+        x = over(points, law[0], LATENCY_PARAMS)
         fx = objective(points, x)
         if best is None or fx < best[1] - 1e-12:
             best = (x, fx)
@@ -887,10 +882,11 @@ YAML_HEAD = """\
 # explains every number, the fit and its residuals; docs/dram-errors.md the
 # error model's algorithm, docs/dram-timing-energy.md timing and energy.
 #
-#   device:
-#     kind: dram        # or include these keys in a sweep's device section
+#   device: configs/devices/ddr3l-vendor{v}.yaml     # in a sweep
 #   operating_points:
-#     vdd: [1.35, 1.25, 1.2, 1.15, 1.1]   # V; other knobs at their defaults
+#     vdd: [{vdds}]   # V; other knobs at their defaults
+#
+# ({onset} V is where the data's median DIMM first shows faulty lines.)
 #
 # Knobs: vdd (V), trcd, trp, tras (ns), trefw (ms), temperature (C), time_s
 # (s); each defaults to its nominal value (power.vdd, the timing below, 64 ms,
@@ -898,11 +894,12 @@ YAML_HEAD = """\
 kind: dram
 name: ddr3l-vendor{v}
 
-# Timing and power: umd-memsys/DRAMsim3, configs/DDR3_4Gb_x8_1600.ini (a
-# DDR3-1600 4 Gb x8 part at VDD = 1.35 V, tCK 1.25 ns, CL-tRCD-tRP 11-11-11);
-# its timings are in cycles, converted here to ns (cycles x 1.25). Whether
-# its currents come from a DDR3L (1.35 V) datasheet is [unverified]; the
-# vendors' own parts are unknown, so all three profiles share them.
+# Timing and power: umd-memsys/DRAMsim3, configs/DDR3_4Gb_x8_1600.ini (the
+# stored version at commit 0eb6360; a DDR3-1600 4 Gb x8 part at VDD = 1.35 V,
+# tCK 1.25 ns, CL-tRCD-tRP 11-11-11); its timings are in cycles, converted
+# here to ns (cycles x 1.25). Whether its currents come from a DDR3L (1.35 V)
+# datasheet is [unverified]; the vendors' own parts are unknown, so all three
+# profiles share them.
 timing:                  # ns
   tck: 1.25
   cl: 13.75              # CL 11
@@ -963,7 +960,11 @@ def yaml_text(v, out):
     e = out["vendors"][v]
     p, sp, st, bank = e["profile"], out["spatial"][v], e["ret_stats"], e["bank"]
     a, r = p["act"], p["pre"]
-    t = [YAML_HEAD.format(v=v), comment(
+    tested = sorted(out["lines"][v], reverse=True)
+    onset = onsets(out, v)[0]
+    i = tested.index(onset)
+    vdds = ", ".join("%g" % x for x in [VDD_NOMINAL] + tested[max(1, i - 1):i + 2])
+    t = [YAML_HEAD.format(v=v, vdds=vdds, onset="%g" % onset), comment(
         "Errors: fitted by scripts/calibrate_dram.py (docs/dram-model.md, \"Calibration\"; the "
         "residual of every point in \"Residuals\"). Voltron faulty-line fractions are taken at "
         "DDR3L-1600 timing (13.75 ns) and 20 C, DIVA bit errors at nominal VDD with 2.5 ns "
