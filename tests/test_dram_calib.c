@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../models/device.h"
 #include "../models/dram/dram_errors.h"
 #include "../sim/config.h"
 #include "tests.h"
@@ -64,6 +65,8 @@ static void diva_op(int trcd, int tras, int trp, double *op) {
 
 /* ---- the profiles --------------------------------------------------------------- */
 
+/* The errors of a shipped profile; the whole file must also make a device
+ * whose knobs default to the DDR3L-1600 nominal point at 20 C. */
 static int load_profile(char vendor, dram_error_params *p) {
     char path[512];
     snprintf(path, sizeof path, "%s/configs/devices/ddr3l-vendor%c.yaml", APXSIM_SOURCE_ROOT,
@@ -77,7 +80,15 @@ static int load_profile(char vendor, dram_error_params *p) {
     double vdd = 0;
     int rc = cfg_get_double(cfg_find(cfg_root(doc), "power"), "vdd", 1, 0, 0, 10, &vdd, &err);
     if (!rc) rc = dram_error_params_from_yaml(cfg_find(cfg_root(doc), "errors"), vdd, p, &err);
+    device *d = NULL;
+    if (!rc) rc = device_create(cfg_root(doc), &d, &err);
     if (rc) fprintf(stderr, "\n%s\n", err.msg);
+    const double nominal[DK_COUNT] = {1.35, 13.75, 13.75, 35, 64, 20, 0};
+    for (int k = 0; d && k < DK_COUNT; k++) {
+        double x = NAN;
+        if (!d->ops->knob_default(d, k, &x) || x != nominal[k]) rc = -1;
+    }
+    if (d) device_destroy(d);
     cfg_free(doc);
     return rc ? -1 : 0;
 }
