@@ -3,12 +3,13 @@
 #include <stdio.h>
 #include <string.h>
 
-extern const device_ops uniform_device_ops, replay_device_ops, dram_device_ops;
+extern const device_ops uniform_device_ops, replay_device_ops, dram_device_ops, rram_device_ops;
 
 const device_ops *const device_registry[] = {
     &uniform_device_ops,
     &replay_device_ops,
     &dram_device_ops,
+    &rram_device_ops,
     NULL,
 };
 

@@ -54,6 +54,10 @@ static const char train_help[] =
     "configs/workloads/fmnist-fc.yaml and fmnist-vgg3.yaml) fixes the\n"
     "architecture, the seed and every hyper-parameter, so the same recipe\n"
     "reproduces the same model (on the same machine and BLAS thread count).\n"
+    "Flip training (weight sign flips per batch or persistent, mask or straight-\n"
+    "through gradients, device-aware, curriculum), the modified hinge loss, a\n"
+    "margin regularizer and BN re-estimation at a BER are recipe keys: see\n"
+    "docs/training.md; scripts/train_zoo trains every zoo model still missing.\n"
     "\n"
     "After every epoch it prints the loss, the training accuracy, the test\n"
     "accuracy of the exported (folded, packed) model and samples per second.\n"
@@ -72,9 +76,11 @@ static const char train_help[] =
 static void print_epoch(void *ctx, const train_epoch_stats *s) {
     (void)ctx;
     printf("epoch %3u/%u  loss %.4f  train %.2f%%  test %.2f%%  %.0f samples/s  %.1f s  "
-           "lr %.2g\n",
+           "lr %.2g",
            s->epoch, s->epochs, s->loss, 100 * s->train_accuracy, 100 * s->test_accuracy,
            s->samples_per_s, s->seconds, s->lr);
+    if (s->flip_rate > 0) printf("  flips %.4f", s->flip_rate);
+    printf("\n");
     fflush(stdout);
 }
 
@@ -355,7 +361,13 @@ static int cmd_sweep(int argc, char **argv) {
     apx_error err = {0};
     sweep_plan plan;
     if (sweep_plan_load(argv[optind], &plan, &err)) return cli_report(NULL, &err);
-    const char *db = output ? output : plan.output;
+    /* A copy: the plan (which owns the config's strings) is freed before the
+     * summary that names the database. */
+    char *db = strdup(output ? output : plan.output);
+    if (!db) {
+        sweep_plan_free(&plan);
+        return cli_report(NULL, &(apx_error){APX_EWORK, "out of memory"});
+    }
     if (shard_n) {
         plan.shard_index = shard_k - 1;
         plan.shard_count = shard_n;
@@ -375,9 +387,13 @@ static int cmd_sweep(int argc, char **argv) {
                 "apxsim: sweep interrupted after %zu of %zu jobs; the finished ones are in "
                 "%s.\nRun the same command again to finish it.\n",
                 st.jobs_done + st.jobs_skipped, st.jobs_total, db);
+        free(db);
         return 130;
     }
-    if (rc) return cli_report(NULL, &err);
+    if (rc) {
+        free(db);
+        return cli_report(NULL, &err);
+    }
     if (!quiet) {
         printf("%zu jobs run, %zu already in the database, %.1f s\n", st.jobs_done,
                st.jobs_skipped, st.seconds);
@@ -389,10 +405,11 @@ static int cmd_sweep(int argc, char **argv) {
                    100 * st.fault_seconds / busy, 100 * st.cost_seconds / busy,
                    100 * (1 - (st.inference_seconds + st.fault_seconds + st.cost_seconds) / busy));
         printf("\n");
-        if ((rc = cmd_query_print(db, "accuracy", STORE_TABLE))) return rc;
-        printf("\nresults: %s\n", db);
+        rc = cmd_query_print(db, "accuracy", STORE_TABLE);
+        if (rc == 0) printf("\nresults: %s\n", db);
     }
-    return 0;
+    free(db);
+    return rc;
 }
 
 /* ---- merge --------------------------------------------------------------- */

@@ -528,8 +528,8 @@ static void test_readonly_refuses_writes(void) {
 
     CU_ASSERT_FATAL(store_open_readonly(path, &s, &err) == APX_OK);
     static const char *const writes[] = {
-        "INSERT INTO runs (campaign, config_text, tool_version, seed, host, started_at)"
-        " VALUES ('x', '', '', 0, 'h', 't')",
+        ("INSERT INTO runs (campaign, config_text, tool_version, seed, host, started_at)"
+         " VALUES ('x', '', '', 0, 'h', 't')"),
         "DELETE FROM evaluations",
         "UPDATE operating_points SET label = 'x'",
         "PRAGMA user_version = 7",

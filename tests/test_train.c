@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../models/nested.h"
 #include "../sim/rng.h"
 #include "../workloads/train_internal.h"
 #include "tests.h"
@@ -773,8 +774,8 @@ static void test_recipe_yaml(void) {
         "layers: [784, 2048, 12]\n",       /* last != 10 */
         "layers: [784, 0, 10]\n",          /* empty layer */
         "layers: 784\n",                   /* not a list */
-        "layers: [784, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, "
-        "2048, 2048, 2048, 2048, 2048, 10]\n",  /* more than TRAIN_MAX_LAYERS layers */
+        ("layers: [784, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048, "
+         "2048, 2048, 2048, 2048, 2048, 10]\n"),  /* more than TRAIN_MAX_LAYERS layers */
     };
     for (size_t i = 0; i < sizeof bad_layers / sizeof bad_layers[0]; i++) {
         err.msg[0] = 0;
@@ -867,6 +868,126 @@ static void test_recipe_conv_yaml(void) {
     }
 }
 
+/* The flip, loss and regularizer keys: read with their values, defaults
+ * when absent, and every bad form refused at its position. */
+static void test_recipe_flip_yaml(void) {
+    train_recipe r;
+    apx_error err = {0};
+    cfg_doc *doc = NULL;
+    CU_ASSERT_EQUAL_FATAL(parse("epochs: 5\nloss: mhl\nmhl_margin: 64\n"
+                                "margin_reg: {lambda: 0.01, margin: 0.1}\n"
+                                "bn_recalibrate: 1000\nbn_reestimate_ber: 0.02\n"
+                                "flip:\n  gradient: mask\n  persistent: true\n"
+                                "  curriculum:\n    - {epoch: 0, p: 0.01}\n"
+                                "    - {epoch: 2, p: 0.05}\n    - {epoch: 4, p: 0.1}\n",
+                                &r, &err, NULL),
+                          APX_OK);
+    CU_ASSERT(r.loss == TRAIN_LOSS_MHL && r.mhl_margin == 64);
+    CU_ASSERT(r.reg_lambda == 0.01 && r.reg_margin == 0.1);
+    CU_ASSERT(r.bn_recalibrate == 1000 && r.bn_reestimate_ber == 0.02);
+    CU_ASSERT(r.flip.on && r.flip.gradient == TRAIN_FLIP_MASK && r.flip.persistent);
+    CU_ASSERT(r.flip.device == NULL && r.flip.n_steps == 3);
+    CU_ASSERT(r.flip.step[1].epoch == 2 && r.flip.step[1].p == 0.05 && r.flip.step[2].p == 0.1);
+    /* Defaults: no flips, CE, MHL margin 128 (facts 4.6), no regularizer;
+     * a flip section defaults to per-batch straight-through flips. */
+    CU_ASSERT_EQUAL_FATAL(parse("name: d\n", &r, &err, NULL), APX_OK);
+    CU_ASSERT(!r.flip.on && r.loss == TRAIN_LOSS_CE && r.mhl_margin == 128 &&
+              r.reg_lambda == 0 && r.bn_reestimate_ber == 0);
+    CU_ASSERT_EQUAL_FATAL(parse("flip: {p: 0.05}\n", &r, &err, NULL), APX_OK);
+    CU_ASSERT(r.flip.on && r.flip.gradient == TRAIN_FLIP_STE && !r.flip.persistent &&
+              r.flip.n_steps == 1 && r.flip.step[0].p == 0.05 && r.flip.step[0].epoch == 0);
+    CU_ASSERT_EQUAL_FATAL(parse("flip: {p: 0.05, gradient: straight_through}\n", &r, &err, NULL),
+                          APX_OK);
+    CU_ASSERT(r.flip.gradient == TRAIN_FLIP_STE);
+    /* A device with its memory placement. */
+    CU_ASSERT_EQUAL_FATAL(parse("flip:\n  device: {kind: uniform}\n"
+                                "  memory: {base: 4096, geometry: {rows: 32768}}\n"
+                                "  operating_point: {ber: 0.02}\n",
+                                &r, &err, &doc),
+                          APX_OK);
+    CU_ASSERT(r.flip.device && r.flip.base_addr == 4096 && r.flip.geo.count[GEO_RO] == 32768);
+    CU_ASSERT(r.flip.n_steps == 1 && r.flip.step[0].op[0] == 0.02);
+    cfg_free(doc);
+
+    static const struct {
+        const char *text, *where, *says;
+    } bad[] = {
+        {"loss: hinge\n", "recipe.yaml:1:7", "ce"},
+        {"mhl_margin: 64\n", "recipe.yaml:1:13", "loss: mhl"},
+        {"loss: mhl\nmhl_margin: 0\n", "recipe.yaml:2:13", "mhl_margin"},
+        {"margin_reg: {lambda: 0.1}\n", "recipe.yaml:1:13", "margin"},
+        {"margin_reg: {lambda: 0.1, margin: 0}\n", "recipe.yaml:1:35", "margin"},
+        {"margin_reg: {lambda: -1, margin: 0.1}\n", "recipe.yaml:1:22", "lambda"},
+        {"margin_reg: {lamda: 1, margin: 0.1}\n", "recipe.yaml:1:14", "did you mean 'lambda'"},
+        {"bn_reestimate_ber: 0.05\n", "recipe.yaml:1:20", "bn_recalibrate"},
+        {"bn_recalibrate: 10\nbn_reestimate_ber: 1.5\n", "recipe.yaml:2:20", "bn_reestimate_ber"},
+        {"flip: 0.05\n", "recipe.yaml:1:7", "mapping"},
+        {"flip: {p: 1.5}\n", "recipe.yaml:1:11", "p"},
+        {"flip: {p: 0.1, gradient: invert}\n", "recipe.yaml:1:26", "mask"},
+        {"flip: {p: 0.1, persistant: true}\n", "recipe.yaml:1:16", "did you mean 'persistent'"},
+        {"flip: {gradient: mask}\n", "recipe.yaml:1:7", "exactly one of 'p'"},
+        {"flip: {p: 0.1, curriculum: [{epoch: 0, p: 0.1}]}\n", "recipe.yaml:1:7",
+         "exactly one of 'p'"},
+        {"flip: {p: 0.1, operating_point: {ber: 0.1}}\n", "recipe.yaml:1:33", "needs a 'device'"},
+        {"flip: {p: 0.1, memory: {base: 0}}\n", "recipe.yaml:1:24", "needs a 'device'"},
+        {"flip:\n  curriculum: []\n", "recipe.yaml:2:15", "list of 1 to"},
+        {"flip:\n  curriculum: [{epoch: 1, p: 0.1}]\n", "recipe.yaml:2:24", "start at epoch 0"},
+        {"epochs: 5\nflip:\n  curriculum: [{epoch: 0, p: 0.1}, {epoch: 0, p: 0.2}]\n",
+         "recipe.yaml:3:44", "increase strictly"},
+        {"epochs: 3\nflip:\n  curriculum: [{epoch: 0, p: 0.1}, {epoch: 3, p: 0.2}]\n",
+         "recipe.yaml:3:44", "never reached"},
+        {"flip:\n  curriculum: [{epoch: 0, ber: 0.1}]\n", "recipe.yaml:2:27", "curriculum step"},
+        {"flip:\n  curriculum: [{epoch: 0}]\n", "recipe.yaml:2:16", "'p'"},
+        {"flip:\n  curriculum: [0.1]\n", "recipe.yaml:2:16", "must be a map"},
+        {"flip:\n  device: {kind: uniform}\n  p: 0.1\n", "recipe.yaml:3:6", "not 'p'"},
+        {"flip:\n  device: {kind: uniform}\n", "recipe.yaml:2:3", "exactly one of 'operating"},
+        {"flip:\n  device: {kind: dramm}\n  operating_point: {ber: 0.1}\n", "recipe.yaml:2:18",
+         "unknown device kind"},
+        {"flip:\n  device: {kind: uniform, size: 3}\n  operating_point: {ber: 0.1}\n",
+         "recipe.yaml:2:27", "unknown key 'size'"},
+        {"flip:\n  device: {kind: uniform}\n  operating_point: {bre: 0.1}\n", "recipe.yaml:3:21",
+         "did you mean 'ber'"},
+        {"flip:\n  device: {kind: uniform}\n  operating_point: {}\n", "recipe.yaml:3:20",
+         "needs a value for 'ber'"},
+        {"flip:\n  device: {kind: uniform}\n  operating_point: {ber: 2}\n", "recipe.yaml:3:20",
+         "between 0 and 1"},
+        {"flip:\n  device: {kind: uniform}\n  curriculum: [{epoch: 0, p: 0.1}]\n",
+         "recipe.yaml:3:27", "curriculum step"},
+        {"flip:\n  device: {kind: uniform}\n  memory: {base: -5}\n  operating_point: {ber: 0.1}\n",
+         "recipe.yaml:3:18", "base"},
+        {"flip:\n  device: {kind: uniform}\n  memory: {geometry: {rows: 1000}}\n"
+         "  operating_point: {ber: 0.1}\n",
+         "recipe.yaml:3:29", "power of two"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err.msg[0] = 0;
+        int rc = parse(bad[i].text, &r, &err, NULL);
+        CU_ASSERT_EQUAL(rc, APX_EINPUT);
+        if (!strstr(err.msg, bad[i].where) || !strstr(err.msg, bad[i].says))
+            fprintf(stderr, "\n  flip case %zu: %s", i, err.msg);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, bad[i].where));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, bad[i].says));
+    }
+
+    /* A recipe built in code gets the same checks before training. */
+    dataset tr;
+    make_synthetic(7, 100, &tr);
+    bnn_model m;
+    tiny_recipe(&r, 1);
+    r.flip.on = 1;
+    r.flip.n_steps = 1;
+    r.flip.step[0].p = -0.1;
+    CU_ASSERT_EQUAL(train_run(&r, &tr, NULL, NULL, NULL, NULL, &m, &err), APX_EINPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "outside [0, 1]"));
+    r.flip.step[0].p = 0.1;
+    r.flip.step[0].epoch = 1;
+    CU_ASSERT_EQUAL(train_run(&r, &tr, NULL, NULL, NULL, NULL, &m, &err), APX_EINPUT);
+    r.flip.on = 0;
+    r.mhl_margin = 0;
+    CU_ASSERT_EQUAL(train_run(&r, &tr, NULL, NULL, NULL, NULL, &m, &err), APX_EINPUT);
+    dataset_free(&tr);
+}
+
 /* The shipped recipe parses and names the zoo model it produces. */
 static void test_shipped_recipe(void) {
     apx_error err = {0};
@@ -895,6 +1016,64 @@ static void test_shipped_recipe(void) {
     CU_ASSERT_PTR_NOT_NULL_FATAL(r.output);
     CU_ASSERT_STRING_EQUAL(r.output, "workloads/zoo/fmnist-vgg3.bnn");
     cfg_free(doc);
+}
+
+/* Every zoo recipe parses, names itself and its output after its file, and
+ * carries the settings its name promises (facts bnn.md 4.2-4.7): flipNN at
+ * BER 0.NN with the named gradient, drawn per batch (VGG3: BN re-estimated at
+ * that BER); mhl with b = 128; reg a and b at lambda 0.1 and 1 with b_h =
+ * 0.1; the FC or VGG3 network. */
+static void test_zoo_recipes(void) {
+    static const char *const archs[] = {"fc", "vgg3"};
+    static const char *const variants[] = {"flip01-mask", "flip01-ste", "flip05-mask",
+                                           "flip05-ste",  "flip10-mask", "flip10-ste",
+                                           "mhl",         "rega",        "regb"};
+    for (int a = 0; a < 2; a++)
+        for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+            char name[64], path[512], output[128];
+            snprintf(name, sizeof name, "fmnist-%s-%s", archs[a], variants[v]);
+            snprintf(path, sizeof path, "%s/configs/workloads/%s.yaml", APXSIM_SOURCE_ROOT, name);
+            snprintf(output, sizeof output, "workloads/zoo/%s.bnn", name);
+            apx_error err = {0};
+            cfg_doc *doc = cfg_load_file(path, &err);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(doc);
+            train_recipe r;
+            int rc = train_recipe_from_yaml(cfg_root(doc), &r, &err);
+            if (rc) fprintf(stderr, "\n  %s", err.msg);
+            CU_ASSERT_EQUAL_FATAL(rc, APX_OK);
+            CU_ASSERT_STRING_EQUAL(r.name, name);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(r.output);
+            CU_ASSERT_STRING_EQUAL(r.output, output);
+            CU_ASSERT(r.seed == 1 && r.batch == 256 && r.lr == 1e-3 && r.lr_gamma == 0.5);
+            if (a == 0) {
+                CU_ASSERT(r.n_widths == 4 && r.widths[1] == 2048 && !r.conv[0] &&
+                          r.epochs == 15 && r.lr_step == 4 && r.bn_recalibrate == 0);
+            } else {
+                CU_ASSERT(r.n_widths == 5 && r.conv[0] && r.conv[1] && r.pool[0] == 2 &&
+                          r.epochs == 10 && r.lr_step == 3 && r.bn_recalibrate == 10000);
+            }
+            const char *var = variants[v];
+            if (!strncmp(var, "flip", 4)) {
+                double p = (var[4] - '0') * 0.1 + (var[5] - '0') * 0.01;
+                int mask = strstr(var, "mask") != NULL;
+                CU_ASSERT(r.flip.on && !r.flip.persistent && !r.flip.device &&
+                          r.flip.n_steps == 1);
+                CU_ASSERT_DOUBLE_EQUAL(r.flip.step[0].p, p, 1e-12);
+                CU_ASSERT_EQUAL(r.flip.gradient, mask ? TRAIN_FLIP_MASK : TRAIN_FLIP_STE);
+                CU_ASSERT(r.loss == TRAIN_LOSS_CE && r.reg_lambda == 0);
+                /* VGG3 re-estimates BN at the training BER (FC exports the
+                 * running averages collected under the training flips). */
+                CU_ASSERT_DOUBLE_EQUAL(r.bn_reestimate_ber, a == 1 ? p : 0.0, 1e-12);
+            } else {
+                CU_ASSERT(!r.flip.on && r.bn_reestimate_ber == 0);
+                CU_ASSERT_EQUAL(r.loss, !strcmp(var, "mhl") ? TRAIN_LOSS_MHL : TRAIN_LOSS_CE);
+                CU_ASSERT_EQUAL(r.mhl_margin, 128);
+                CU_ASSERT_EQUAL(r.reg_lambda, !strcmp(var, "rega") ? 0.1
+                                              : !strcmp(var, "regb") ? 1.0 : 0.0);
+                if (r.reg_lambda > 0) CU_ASSERT_EQUAL(r.reg_margin, 0.1);
+            }
+            cfg_free(doc);
+        }
 }
 
 /* The shipped VGG3 model has the architecture of its recipe and, where
@@ -931,6 +1110,733 @@ static void test_shipped_vgg3_model(void) {
     bnn_free(&m);
 }
 
+/* ---- (6) losses, regularizer and flips: gradients ----------------------- */
+
+/* The midpoint of the widest gap between neighbours of v[0..n) (sorted in
+ * place) among those between the 20th and 80th percentile: a kink placed
+ * there is as far as possible from every value. */
+static double widest_gap_mid(double *v, size_t n) {
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    size_t best = n / 5;
+    for (size_t i = n / 5; i + 1 < 4 * n / 5; i++)
+        if (v[i + 1] - v[i] > v[best + 1] - v[best]) best = i;
+    return 0.5 * (v[best] + v[best + 1]);
+}
+
+/* The float 6-5-4-3 network of test_gradient_check, with its loss settings. */
+static train_net *float_net(uint32_t B, train_loss_kind loss, double lambda) {
+    static const uint32_t widths[] = {6, 5, 4, 3};
+    apx_error err = {0};
+    train_recipe r;
+    train_recipe_defaults(&r);
+    set_layers(&r, widths, 4, NULL, NULL);
+    r.weight_clip = 0.0;
+    r.loss = loss;
+    r.reg_lambda = lambda;
+    r.reg_margin = 1.0;
+    train_net *net = train_net_new(&r, 2, 3, B, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(net);
+    CU_ASSERT_EQUAL(net->loss, loss);
+    net->float_weights = net->float_activations = 1;
+    grad_setup(net, B, 0.2);
+    return net;
+}
+
+/* MHL (facts bnn.md 4.6): its value is (1/K) sum_c max(0, b - t_c z_c) / b,
+ * averaged over the batch, and its backward pass matches central
+ * differences for every parameter. b sits in the widest gap of the t_c z_c,
+ * so some terms are active and some not, and no step crosses a kink. */
+static void test_mhl_gradient(void) {
+    const uint32_t B = 8;
+    train_net *net = float_net(B, TRAIN_LOSS_MHL, 0.0);
+    loss_now(net, B);
+    double tz[8 * 3];
+    for (uint32_t i = 0; i < B; i++)
+        for (uint32_t c = 0; c < 3; c++)
+            tz[i * 3 + c] = (c == net->labels[i] ? 1 : -1) * net->logits[i * 3 + c];
+    net->mhl_margin = widest_gap_mid(tz, B * 3);
+    CU_ASSERT(net->mhl_margin > 0);
+
+    double loss = loss_now(net, B), want = 0;
+    uint32_t active = 0;
+    for (uint32_t i = 0; i < B; i++)
+        for (uint32_t c = 0; c < 3; c++) {
+            double t = c == net->labels[i] ? 1 : -1;
+            double slack = net->mhl_margin - t * net->logits[i * 3 + c];
+            if (slack > 0) want += slack, active++;
+            CU_ASSERT((net->dlogits[i * 3 + c] != 0) == (slack > 0));
+        }
+    want /= 3 * net->mhl_margin * B;
+    CU_ASSERT_DOUBLE_EQUAL(loss, want, 1e-6 * want);
+    CU_ASSERT(active > 4 && active < 20);  /* both sides of the hinge are exercised */
+
+    train_net_backward(net, B);
+    param_ref refs[128];
+    uint32_t n = grad_refs(net, refs, 128), nonzero, skipped;
+    CU_ASSERT_EQUAL(grad_compare(net, B, refs, n, &nonzero, &skipped), 0);
+    CU_ASSERT(nonzero > n / 3);
+    train_net_free(net);
+}
+
+/* The margin regularizer (facts bnn.md 4.7): its value, recomputed here from
+ * the batch statistics (tau = mu - beta sqrt(var + eps) / gamma), and its
+ * gradient through a, the batch mean and variance, gamma and beta, by
+ * central differences on top of cross-entropy. b_h sits in the widest gap
+ * of the normalised margins. */
+static void test_margin_reg_gradient(void) {
+    const uint32_t B = 8;
+    train_net *net = float_net(B, TRAIN_LOSS_CE, 2.0);
+    loss_now(net, B);
+    double m[8 * 9], direct = 0;
+    size_t nm = 0;
+    for (uint32_t l = 0; l < 2; l++) {
+        const train_layer *L = &net->layer[l];
+        for (uint32_t j = 0; j < L->out; j++) {
+            double mu = 0, var = 0;
+            for (uint32_t i = 0; i < B; i++) mu += L->a[i * L->out + j] / B;
+            for (uint32_t i = 0; i < B; i++) var += pow(L->a[i * L->out + j] - mu, 2) / B;
+            double tau = mu - L->beta[j] * sqrt(var + net->bn_eps) / L->gamma[j];
+            for (uint32_t i = 0; i < B; i++) m[nm++] = fabs(L->a[i * L->out + j] - tau) / L->in;
+        }
+    }
+    double sorted[8 * 9];
+    memcpy(sorted, m, sizeof sorted);
+    net->reg_margin = widest_gap_mid(sorted, nm);
+    for (size_t k = 0; k < nm; k++) direct += fmax(0, net->reg_margin - m[k]);
+    direct *= net->reg_lambda / (B * 9.0);
+    CU_ASSERT(direct > 0);
+    CU_ASSERT_DOUBLE_EQUAL(train_net_margin_reg(net, B), direct, 1e-5 * direct);
+    /* No margin near 0 either (|a - tau| has a kink there). */
+    for (size_t k = 0; k < nm; k++) CU_ASSERT(m[k] > 1e-3);
+
+    double total = loss_now(net, B);
+    train_net_backward(net, B);
+    param_ref refs[128];
+    uint32_t n = grad_refs(net, refs, 128), nonzero, skipped;
+    float with_reg[128];
+    for (uint32_t k = 0; k < n; k++) with_reg[k] = refs[k].grad;
+    CU_ASSERT_EQUAL(grad_compare(net, B, refs, n, &nonzero, &skipped), 0);
+    CU_ASSERT(nonzero > n / 2);
+    /* The regularizer moves the gradients: without it they differ. */
+    net->reg_lambda = 0;
+    CU_ASSERT(loss_now(net, B) < total - 0.5 * direct);
+    train_net_backward(net, B);
+    double moved = 0;
+    n = grad_refs(net, refs, 128);
+    for (uint32_t k = 0; k < n; k++) moved = fmax(moved, fabs(refs[k].grad - with_reg[k]));
+    CU_ASSERT(moved > 1e-2);
+    train_net_free(net);
+}
+
+/* Sets every layer's flip list to positions 0, 3, 7, ... (every 4th plus 3
+ * from 3 on: 0, 3, 7, 11, ...) and flips wb there. */
+static void set_test_flips(train_net *net) {
+    apx_error err = {0};
+    for (uint32_t l = 0; l < net->n_layers; l++) {
+        train_layer *L = &net->layer[l];
+        fmap fm;
+        fmap_init(&fm, (uint64_t)L->in * L->out);
+        for (uint64_t b = 0; b < fm.region_bits; b += b == 0 ? 3 : 4)
+            CU_ASSERT_EQUAL_FATAL(fmap_push(&fm, b, FAULT_FLIP, &err), APX_OK);
+        CU_ASSERT_EQUAL_FATAL(train_layer_flips_from_faults(net, l, &fm, &err), APX_OK);
+        CU_ASSERT_EQUAL(L->n_flip, fm.n);
+        fmap_free(&fm);
+    }
+    train_net_flip_weights(net);
+}
+
+/* The loss with the test flips applied to the float weights. */
+static double flipped_loss(train_net *net, uint32_t B) {
+    train_net_binarize(net);
+    set_test_flips(net);
+    train_net_forward(net, B, 1);
+    return train_net_loss(net, B, NULL);
+}
+
+static int is_test_flip(uint64_t i) { return i == 0 || (i >= 3 && (i - 3) % 4 == 0); }
+
+/* Flip-training gradients (facts bnn.md 4.3): with the flips in the graph
+ * (w_f = M w), the mask variant's gradient of each latent weight equals
+ * central differences of the flipped network's loss, i.e. the gradient of a
+ * flipped weight is the straight-through one with its sign inverted; every
+ * other gradient is the same in both variants. */
+static void test_flip_gradient_mask_vs_ste(void) {
+    const uint32_t B = 8;
+    train_net *net = float_net(B, TRAIN_LOSS_CE, 0.0);
+    float *ste[3], *mask[3];
+    for (int variant = 0; variant < 2; variant++) {
+        net->flip_mask = variant;
+        flipped_loss(net, B);
+        train_net_backward(net, B);
+        for (uint32_t l = 0; l < 3; l++) {
+            size_t nw = (size_t)net->layer[l].in * net->layer[l].out;
+            float *g = malloc(nw * sizeof *g);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+            memcpy(g, net->layer[l].gw, nw * sizeof *g);
+            (variant ? mask : ste)[l] = g;
+        }
+    }
+    uint32_t flipped = 0, nonzero = 0, bad = 0;
+    const double h = 1e-3;
+    for (uint32_t l = 0; l < 3; l++) {
+        train_layer *L = &net->layer[l];
+        for (uint64_t i = 0; i < (uint64_t)L->in * L->out; i++) {
+            if (is_test_flip(i)) {
+                flipped++;
+                CU_ASSERT_EQUAL(mask[l][i], -ste[l][i]);
+                if (fabsf(mask[l][i]) > 1e-3f) nonzero++;
+            } else {
+                CU_ASSERT_EQUAL(mask[l][i], ste[l][i]);
+            }
+            float keep = L->w[i];
+            L->w[i] = (float)(keep + h);
+            double up = flipped_loss(net, B);
+            L->w[i] = (float)(keep - h);
+            double down = flipped_loss(net, B);
+            L->w[i] = keep;
+            double num = (up - down) / (2 * h);
+            if (fabs(num - mask[l][i]) > 5e-4 + 1e-2 * fabs(mask[l][i])) bad++;
+        }
+        free(ste[l]);
+        free(mask[l]);
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    if (!(nonzero > flipped / 2))
+        fprintf(stderr, "\n  %u of %u flipped gradients nonzero", nonzero, flipped);
+    CU_ASSERT(flipped == 8 + 6 + 4 && nonzero > flipped / 2);
+    train_net_free(net);
+}
+
+/* ---- (7) flips: rates, freshness, persistence, devices ------------------- */
+
+/* |count - n p| within 5 standard deviations of Bin(n, p). */
+static int binomial_ok(uint64_t count, double n, double p) {
+    return fabs((double)count - n * p) <= 5 * sqrt(n * p * (1 - p)) + 1;
+}
+
+/* How many positions two sorted lists share. */
+static size_t shared(const uint64_t *a, size_t na, const uint64_t *b, size_t nb) {
+    size_t i = 0, j = 0, k = 0;
+    while (i < na && j < nb) {
+        if (a[i] < b[j]) i++;
+        else if (a[i] > b[j]) j++;
+        else k++, i++, j++;
+    }
+    return k;
+}
+
+/* A 784-256-256-10 network (268,800 weights) with its packed layout. */
+static train_net *flip_net(const train_recipe *r, bnn_model *m) {
+    apx_error err = {0};
+    train_net *net = train_net_new(r, 28, 28, 4, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(net);
+    CU_ASSERT_EQUAL_FATAL(train_net_model(net, "flips", m, &err), APX_OK);
+    return net;
+}
+
+static void flip_recipe(train_recipe *r) {
+    static const uint32_t w[] = {784, 256, 256, 10};
+    train_recipe_defaults(r);
+    set_layers(r, w, 4, NULL, NULL);
+    r->flip.on = 1;
+    r->flip.n_steps = 2;
+    r->flip.step[0] = (train_flip_step){.epoch = 0, .p = 0.05};
+    r->flip.step[1] = (train_flip_step){.epoch = 1, .p = 0.1};
+}
+
+/* Saves every layer's flip list (sorted positions) into lists[l]. */
+static void save_flips(const train_net *net, uint64_t **lists, size_t *n) {
+    for (uint32_t l = 0; l < net->n_layers; l++) {
+        const train_layer *L = &net->layer[l];
+        lists[l] = malloc((L->n_flip + 1) * sizeof **lists);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(lists[l]);
+        memcpy(lists[l], L->flip, L->n_flip * sizeof **lists);
+        n[l] = L->n_flip;
+        size_t unsorted = 0;
+        for (size_t i = 1; i < L->n_flip; i++) unsorted += !(L->flip[i - 1] < L->flip[i]);
+        CU_ASSERT_EQUAL(unsorted, 0);
+    }
+}
+
+/* The checks every drawing mode passes at rate p over batches 0 and 1:
+ * binomial counts per layer, sorted in-range positions spread over the
+ * tensor (as many in its first half as in its second), and either fresh
+ * flips per batch (overlap ~ p^2 n, as for independent draws) or, persistent,
+ * the same ones; and batch 0 drawn again is batch 0. */
+static void check_draws(train_flipper *f, train_net *net, uint32_t k, double p, int persistent) {
+    apx_error err = {0};
+    uint64_t *b0[3], *b1[3], *again[3], flips;
+    size_t n0[3], n1[3], na[3];
+    CU_ASSERT_EQUAL_FATAL(train_flipper_draw(f, net, k, 0, &flips, &err), APX_OK);
+    save_flips(net, b0, n0);
+    CU_ASSERT_EQUAL(flips, n0[0] + n0[1] + n0[2]);
+    CU_ASSERT_EQUAL_FATAL(train_flipper_draw(f, net, k, 1, &flips, &err), APX_OK);
+    save_flips(net, b1, n1);
+    CU_ASSERT_EQUAL_FATAL(train_flipper_draw(f, net, k, 0, &flips, &err), APX_OK);
+    save_flips(net, again, na);
+    for (uint32_t l = 0; l < 3; l++) {
+        double nw = (double)net->layer[l].in * net->layer[l].out;
+        CU_ASSERT(binomial_ok(n0[l], nw, p));
+        CU_ASSERT(binomial_ok(n1[l], nw, p));
+        CU_ASSERT(n0[l] == 0 || b0[l][n0[l] - 1] < (uint64_t)nw);
+        size_t low = 0;
+        for (size_t i = 0; i < n0[l]; i++) low += b0[l][i] < (uint64_t)nw / 2;
+        CU_ASSERT(binomial_ok(low, (double)n0[l], 0.5));
+        CU_ASSERT(na[l] == n0[l] && memcmp(again[l], b0[l], n0[l] * sizeof **b0) == 0);
+        size_t same = shared(b0[l], n0[l], b1[l], n1[l]);
+        if (persistent) {
+            CU_ASSERT(n1[l] == n0[l] && same == n0[l]);
+        } else {
+            CU_ASSERT(binomial_ok(same, nw, p * p));
+        }
+        free(b0[l]);
+        free(b1[l]);
+        free(again[l]);
+    }
+}
+
+/* Plain flips: at rate p, anew each batch unless persistent; persistent maps
+ * are nested across the schedule (the harsher entry fails a superset); p = 0
+ * and p = 1 are exact. The flips are applied as sign changes of wb and undone
+ * by the next refresh. */
+static void test_flip_rates(void) {
+    train_recipe r;
+    flip_recipe(&r);
+    bnn_model m;
+    train_net *net = flip_net(&r, &m);
+    train_flipper f;
+    apx_error err = {0};
+    for (int persistent = 0; persistent < 2; persistent++) {
+        r.flip.persistent = persistent;
+        CU_ASSERT_EQUAL_FATAL(train_flipper_init(&f, &r.flip, r.seed, net, &m, &err), APX_OK);
+        check_draws(&f, net, 0, 0.05, persistent);
+        check_draws(&f, net, 1, 0.1, persistent);
+        if (persistent) { /* nested: every p = 0.05 flip is among the p = 0.1 ones */
+            uint64_t *lo[3], *hi[3], flips;
+            size_t nlo[3], nhi[3];
+            CU_ASSERT_EQUAL(train_flipper_draw(&f, net, 0, 5, &flips, &err), APX_OK);
+            save_flips(net, lo, nlo);
+            CU_ASSERT_EQUAL(train_flipper_draw(&f, net, 1, 5, &flips, &err), APX_OK);
+            save_flips(net, hi, nhi);
+            for (uint32_t l = 0; l < 3; l++) {
+                CU_ASSERT(nhi[l] > nlo[l] && shared(lo[l], nlo[l], hi[l], nhi[l]) == nlo[l]);
+                free(lo[l]);
+                free(hi[l]);
+            }
+        }
+        train_flipper_free(&f);
+    }
+    /* The flips are sign changes of the binarised weights, undone by Adam's
+     * refresh (which also ends the batch's list). */
+    uint64_t flips;
+    r.flip.persistent = 0;
+    CU_ASSERT_EQUAL_FATAL(train_flipper_init(&f, &r.flip, r.seed, net, &m, &err), APX_OK);
+    CU_ASSERT_EQUAL(train_flipper_draw(&f, net, 0, 0, &flips, &err), APX_OK);
+    train_layer *L = &net->layer[1];
+    float before = L->wb[L->flip[0]];
+    size_t changed = 0, nw = (size_t)L->in * L->out;
+    float *copy = malloc(nw * sizeof *copy);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(copy);
+    memcpy(copy, L->wb, nw * sizeof *copy);
+    train_net_flip_weights(net);
+    for (size_t i = 0; i < nw; i++) changed += copy[i] != L->wb[i];
+    CU_ASSERT_EQUAL(changed, L->n_flip);
+    CU_ASSERT_EQUAL(L->wb[L->flip[0]], -before);
+    train_net_adam(net, 0.0);
+    CU_ASSERT_EQUAL(L->n_flip, 0);
+    CU_ASSERT_EQUAL(L->wb[L->flip[0]], before);
+    free(copy);
+    train_flipper_free(&f);
+    /* p = 0: none; p = 1: every weight. */
+    rng_key key = rng_key_make(1, 2, 3);
+    CU_ASSERT_EQUAL(train_layer_draw_flips(L, key, 0, 0, 0.0, &err), APX_OK);
+    CU_ASSERT_EQUAL(L->n_flip, 0);
+    CU_ASSERT_EQUAL(train_layer_draw_flips(L, key, 0, 0, 1.0, &err), APX_OK);
+    CU_ASSERT(L->n_flip == nw && L->flip[nw - 1] == nw - 1);
+    train_net_free(net);
+    bnn_free(&m);
+}
+
+/* A recipe read from YAML text (kept alive in *doc). */
+static int parse(const char *text, train_recipe *r, apx_error *err, cfg_doc **doc_out);
+
+/* Device-aware flips with the uniform device pass the same statistical
+ * checks as plain flips at its ber, per batch and persistent; persistent
+ * plain flips are exactly the uniform device's chip-0 faults. */
+static void test_device_uniform_flips(void) {
+    train_recipe r;
+    apx_error err = {0};
+    cfg_doc *doc = NULL;
+    CU_ASSERT_EQUAL_FATAL(
+        parse("layers: [784, 256, 256, 10]\nepochs: 3\nflip:\n  device: {kind: uniform}\n"
+              "  curriculum: [{epoch: 0, operating_point: {ber: 0.05}},\n"
+              "               {epoch: 2, operating_point: {ber: 0.1}}]\n",
+              &r, &err, &doc),
+        APX_OK);
+    CU_ASSERT(r.flip.on && r.flip.device && r.flip.n_steps == 2 && r.flip.step[1].epoch == 2);
+    CU_ASSERT(r.flip.step[0].op[0] == 0.05 && r.flip.step[1].op[0] == 0.1);
+    bnn_model m;
+    train_net *net = flip_net(&r, &m);
+    train_flipper dev, plain;
+    for (int persistent = 0; persistent < 2; persistent++) {
+        r.flip.persistent = persistent;
+        CU_ASSERT_EQUAL_FATAL(train_flipper_init(&dev, &r.flip, r.seed, net, &m, &err), APX_OK);
+        CU_ASSERT_PTR_NOT_NULL(dev.dev);
+        check_draws(&dev, net, 0, 0.05, persistent);
+        check_draws(&dev, net, 1, 0.1, persistent);
+        train_flipper_free(&dev);
+    }
+    /* Persistent plain flips at p = the uniform device's chip 0 at ber = p. */
+    train_recipe pr;
+    flip_recipe(&pr);
+    pr.flip.persistent = 1;
+    CU_ASSERT_EQUAL_FATAL(train_flipper_init(&dev, &r.flip, r.seed, net, &m, &err), APX_OK);
+    CU_ASSERT_EQUAL_FATAL(train_flipper_init(&plain, &pr.flip, r.seed, net, &m, &err), APX_OK);
+    uint64_t *a[3], *b[3], fa, fb;
+    size_t na[3], nb[3];
+    CU_ASSERT_EQUAL(train_flipper_draw(&dev, net, 0, 7, &fa, &err), APX_OK);
+    save_flips(net, a, na);
+    CU_ASSERT_EQUAL(train_flipper_draw(&plain, net, 0, 7, &fb, &err), APX_OK);
+    save_flips(net, b, nb);
+    CU_ASSERT(fa == fb && fa > 0);
+    for (uint32_t l = 0; l < 3; l++) {
+        CU_ASSERT(na[l] == nb[l] && memcmp(a[l], b[l], na[l] * sizeof **a) == 0);
+        free(a[l]);
+        free(b[l]);
+    }
+    train_flipper_free(&dev);
+    train_flipper_free(&plain);
+    /* Weights that do not fit in the device's memory are refused. */
+    r.flip.base_addr = geometry_bytes(&r.flip.geo) - 1000;
+    CU_ASSERT_EQUAL(train_flipper_init(&dev, &r.flip, r.seed, net, &m, &err), APX_EINPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "do not fit"));
+    train_flipper_free(&dev);
+    train_net_free(net);
+    bnn_free(&m);
+    cfg_free(doc);
+}
+
+/* Device faults of every kind become sign flips only where they change the
+ * stored bit (1 <-> wb > 0; the output layer's bits inverted when Scale < 0,
+ * as export stores them). */
+static void test_flips_from_faults(void) {
+    static const uint32_t w[] = {4, 2, 2};
+    train_recipe r;
+    train_recipe_defaults(&r);
+    set_layers(&r, w, 3, NULL, NULL);
+    apx_error err = {0};
+    train_net *net = train_net_new(&r, 2, 2, 2, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(net);
+    /* Layer 0: weights + - + - + - + - (bits 1 0 1 0 ...). */
+    for (uint32_t l = 0; l < 2; l++)
+        for (uint32_t i = 0; i < net->layer[l].in * net->layer[l].out; i++)
+            net->layer[l].w[i] = i % 2 ? -0.5f : 0.5f;
+    train_net_binarize(net);
+    static const uint8_t kinds[] = {FAULT_FLIP, FAULT_FLIP,  FAULT_STUCK0, FAULT_STUCK0,
+                                    FAULT_STUCK1, FAULT_STUCK1, FAULT_DD0, FAULT_DD1};
+    /* bit i stores i % 2 == 0 ? 1 : 0 */
+    static const int want0[] = {1, 1, 1, 0, 0, 1, 0, 0};
+    fmap fm;
+    fmap_init(&fm, 8);
+    for (uint64_t b = 0; b < 8; b++) CU_ASSERT_EQUAL(fmap_push(&fm, b, kinds[b], &err), APX_OK);
+    CU_ASSERT_EQUAL_FATAL(train_layer_flips_from_faults(net, 0, &fm, &err), APX_OK);
+    size_t k = 0;
+    for (uint64_t b = 0; b < 8; b++)
+        if (want0[b]) {
+            CU_ASSERT(k < net->layer[0].n_flip && net->layer[0].flip[k] == b);
+            k++;
+        }
+    CU_ASSERT_EQUAL(net->layer[0].n_flip, k);
+    /* Output layer (4 weights), Scale < 0: stored bits are inverted, so a
+     * stuck-at-0 flips the -1 weights and spares the +1 ones. */
+    fmap_reset(&fm, 4);
+    for (uint64_t b = 0; b < 4; b++) CU_ASSERT_EQUAL(fmap_push(&fm, b, FAULT_STUCK0, &err), APX_OK);
+    net->scale = -1.0f;
+    CU_ASSERT_EQUAL_FATAL(train_layer_flips_from_faults(net, 1, &fm, &err), APX_OK);
+    const train_layer *out = &net->layer[1];
+    CU_ASSERT(out->n_flip == 2 && out->flip[0] == 1 && out->flip[1] == 3);
+    net->scale = 1.0f;
+    CU_ASSERT_EQUAL_FATAL(train_layer_flips_from_faults(net, 1, &fm, &err), APX_OK);
+    CU_ASSERT(out->n_flip == 2 && out->flip[0] == 0 && out->flip[1] == 2);
+    /* A map of the wrong size is refused. */
+    CU_ASSERT_EQUAL(train_layer_flips_from_faults(net, 0, &fm, &err), APX_EWORK);
+    fmap_free(&fm);
+    train_net_free(net);
+}
+
+/* ---- (8) flip training end to end ---------------------------------------- */
+
+typedef struct flip_log {
+    uint32_t calls;
+    uint32_t step[8];
+    double rate[8], seen[8];
+} flip_log;
+
+static void record_flips(void *ctx, const train_epoch_stats *s) {
+    flip_log *f = ctx;
+    if (f->calls < 8) {
+        f->step[f->calls] = s->flip_step;
+        f->rate[f->calls] = s->flip_rate;
+    }
+    f->calls++;
+}
+
+/* The curriculum takes effect epoch by epoch: the schedule entry of each
+ * epoch is the last one that has started, and the measured share of
+ * flipped weights follows its rate (binomial bounds over the epoch's
+ * batches x weights). */
+static void test_curriculum(void) {
+    train_recipe r;
+    tiny_recipe(&r, 9);
+    r.epochs = 4;
+    r.flip.on = 1;
+    r.flip.n_steps = 3;
+    r.flip.step[0] = (train_flip_step){.epoch = 0, .p = 0.0};
+    r.flip.step[1] = (train_flip_step){.epoch = 1, .p = 0.02};
+    r.flip.step[2] = (train_flip_step){.epoch = 3, .p = 0.2};
+    static const uint32_t want_step[] = {0, 1, 1, 2};
+    for (uint32_t e = 0; e < 4; e++) CU_ASSERT_EQUAL(train_flip_step_at(&r.flip, e), want_step[e]);
+    CU_ASSERT_EQUAL(train_flip_step_at(&r.flip, 100), 2);
+    dataset tr;
+    make_synthetic(8, 600, &tr);
+    flip_log log = {0};
+    bnn_model m;
+    apx_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(train_run(&r, &tr, NULL, record_flips, &log, NULL, &m, &err), APX_OK);
+    CU_ASSERT_EQUAL(log.calls, 4);
+    double exposed = 12.0 * (64 * 32 + 32 * 32 + 32 * 4);  /* 12 batches of 50 */
+    for (uint32_t e = 0; e < 4; e++) {
+        double p = r.flip.step[want_step[e]].p;
+        CU_ASSERT_EQUAL(log.step[e], want_step[e]);
+        CU_ASSERT(binomial_ok((uint64_t)llround(log.rate[e] * exposed), exposed, p));
+    }
+    CU_ASSERT_EQUAL(log.rate[0], 0.0);
+    bnn_free(&m);
+    dataset_free(&tr);
+}
+
+/* A model file's bytes. */
+static char *saved_bytes(const bnn_model *m, const char *name, size_t *len) {
+    apx_error err = {0};
+    const char *path = test_path(name);
+    CU_ASSERT_EQUAL_FATAL(bnn_save(m, path, &err), APX_OK);
+    char *bytes = test_slurp(path, len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bytes);
+    return bytes;
+}
+
+/* Flip training is reproducible from its seed: the same recipe gives a
+ * bit-identical .bnn, for plain per-batch flips (mask) and device-aware
+ * persistent flips (STE) with MHL and the margin regularizer; another seed
+ * gives another model. */
+static void test_flip_determinism(void) {
+    int threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    dataset tr;
+    make_synthetic(6, 600, &tr);
+    apx_error err = {0};
+    cfg_doc *doc = NULL;
+    train_recipe dev;
+    CU_ASSERT_EQUAL_FATAL(
+        parse("flip: {gradient: ste, persistent: true, device: {kind: uniform},\n"
+              "       operating_point: {ber: 0.05}}\nloss: mhl\nmhl_margin: 16\n"
+              "margin_reg: {lambda: 0.1, margin: 0.2}\n",
+              &dev, &err, &doc),
+        APX_OK);
+    for (int variant = 0; variant < 2; variant++) {
+        train_recipe r;
+        tiny_recipe(&r, 21);
+        r.epochs = 2;
+        if (variant) {
+            r.flip = dev.flip;
+            r.loss = dev.loss;
+            r.mhl_margin = dev.mhl_margin;
+            r.reg_lambda = dev.reg_lambda;
+            r.reg_margin = dev.reg_margin;
+        } else {
+            r.flip.on = 1;
+            r.flip.n_steps = 1;
+            r.flip.gradient = TRAIN_FLIP_MASK;
+            r.flip.step[0].p = 0.1;
+        }
+        bnn_model a, b, c;
+        CU_ASSERT_EQUAL_FATAL(train_run(&r, &tr, NULL, NULL, NULL, NULL, &a, &err), APX_OK);
+        CU_ASSERT_EQUAL_FATAL(train_run(&r, &tr, NULL, NULL, NULL, NULL, &b, &err), APX_OK);
+        r.seed = 22;
+        CU_ASSERT_EQUAL_FATAL(train_run(&r, &tr, NULL, NULL, NULL, NULL, &c, &err), APX_OK);
+        size_t la, lb, lc;
+        char *ba = saved_bytes(&a, "flip-a.bnn", &la), *bb = saved_bytes(&b, "flip-b.bnn", &lb);
+        char *bc = saved_bytes(&c, "flip-c.bnn", &lc);
+        CU_ASSERT(la == lb && memcmp(ba, bb, la) == 0);
+        CU_ASSERT(!(la == lc && memcmp(ba, bc, la) == 0));
+        free(ba);
+        free(bb);
+        free(bc);
+        bnn_free(&a);
+        bnn_free(&b);
+        bnn_free(&c);
+    }
+    cfg_free(doc);
+    dataset_free(&tr);
+    openblas_set_num_threads(threads);
+}
+
+/* Every mode still learns the synthetic task as a packed model: flip
+ * training at p = 0.1 in both gradient variants, MHL, the margin regularizer,
+ * and the BN re-estimation at a BER. Also: flip training makes the packed
+ * model more tolerant of the same BER at test time than standard training
+ * (accuracy under uniform weight flips, averaged over 10 chips). */
+static double accuracy_under_flips(const bnn_model *m, const dataset *te, double ber) {
+    bnn_workspace *ws = bnn_workspace_new(m);
+    uint64_t *img = malloc(m->image_words * sizeof *img);
+    CU_ASSERT_FATAL(ws && img);
+    double acc = 0;
+    for (uint32_t chip = 0; chip < 10; chip++) {
+        memcpy(img, m->image, m->image_words * sizeof *img);
+        for (uint32_t l = 0; l < m->n_layers; l++) {
+            const bnn_layer *L = &m->layers[l];
+            nested_list hits = {0};
+            CU_ASSERT_FATAL(nested_draw(rng_key_make(77, chip, l), (uint64_t)L->in * L->out, ber,
+                                        &hits) == 0);
+            for (size_t i = 0; i < hits.n; i++) {
+                uint64_t r = hits.v[i].pos / L->in, c = hits.v[i].pos % L->in;
+                img[L->offset + r * L->words + c / 64] ^= 1ull << (c % 64);
+            }
+            nested_list_free(&hits);
+        }
+        acc += (double)bnn_eval_range(m, img, te, 0, te->n, ws, NULL) / te->n / 10;
+    }
+    free(img);
+    bnn_workspace_free(ws);
+    return acc;
+}
+
+static void test_modes_learn(void) {
+    dataset tr, te;
+    make_synthetic(1, 2000, &tr);
+    make_synthetic(2, 500, &te);
+    apx_error err = {0};
+    double at_ber[2] = {0, 0};
+    for (int mode = 0; mode < 6; mode++) {
+        train_recipe r;
+        tiny_recipe(&r, 3);
+        if (mode == 1 || mode == 2) {
+            r.flip.on = 1;
+            r.flip.n_steps = 1;
+            r.flip.step[0].p = 0.1;
+            r.flip.gradient = mode == 1 ? TRAIN_FLIP_MASK : TRAIN_FLIP_STE;
+        } else if (mode == 3) {
+            r.loss = TRAIN_LOSS_MHL;
+            r.mhl_margin = 16;
+        } else if (mode == 4) {
+            r.reg_lambda = 1.0;
+            r.reg_margin = 0.1;
+        } else if (mode == 5) {
+            r.bn_recalibrate = 1000;
+            r.bn_reestimate_ber = 0.05;
+        }
+        progress_log log = {.epochs_in_order = 1, .lr_ok = 1, .rates_ok = 1,
+                            .lr0 = r.lr, .gamma = r.lr_gamma, .step = r.lr_step};
+        bnn_model m;
+        CU_ASSERT_EQUAL_FATAL(train_run(&r, &tr, &te, record_progress, &log, NULL, &m, &err),
+                              APX_OK);
+        if (!(log.last.test_accuracy > 0.85))
+            fprintf(stderr, "\n  mode %d: test accuracy %.3f", mode, log.last.test_accuracy);
+        CU_ASSERT(log.last.test_accuracy > 0.85);
+        CU_ASSERT(log.rates_ok);
+        if (mode < 2) at_ber[mode] = accuracy_under_flips(&m, &te, 0.1);
+        bnn_free(&m);
+    }
+    if (!(at_ber[1] > at_ber[0]))
+        fprintf(stderr, "\n  at BER 0.1: standard %.3f, flip-trained %.3f", at_ber[0], at_ber[1]);
+    CU_ASSERT(at_ber[1] > at_ber[0]);
+    dataset_free(&tr);
+    dataset_free(&te);
+}
+
+/* BN re-estimation at BER p (facts bnn.md 2 and 4.5): under symmetric weight
+ * flips the first layer's pre-activation has mean (1 - 2p) a and variance
+ * grown by 4p(1 - p) sum_j x_j^2, so the re-estimated means of layer 0 are
+ * (1 - 2p) times the clean ones (slope over its neurons) and the variances
+ * grow by that amount on average; wb is clean afterwards; p = 0 is the plain
+ * re-estimation exactly. */
+static void test_bn_reestimate_ber(void) {
+    dataset tr;
+    make_synthetic(12, 2000, &tr);
+    train_recipe r;
+    tiny_recipe(&r, 4);
+    r.epochs = 1;
+    bnn_model m;
+    train_net *net = NULL;
+    apx_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(train_fit(&r, &tr, NULL, NULL, NULL, NULL, &m, &net, &err), APX_OK);
+    bnn_free(&m);
+    const train_layer *L = &net->layer[0];
+    double mean0[32], var0[32], mean1[32], var1[32];
+    /* (The re-estimation sums a - the old mean, so each call starts from the
+     * same running statistics.) */
+    double start_mean[32], start_var[32];
+    memcpy(start_mean, L->run_mean, sizeof start_mean);
+    memcpy(start_var, L->run_var, sizeof start_var);
+    train_net_recalibrate_bn(net, &tr, tr.n, tr.n);
+    memcpy(mean0, L->run_mean, sizeof mean0);
+    memcpy(var0, L->run_var, sizeof var0);
+    rng_key key = rng_key_make(5, 6, 7);
+    memcpy(L->run_mean, start_mean, sizeof start_mean);
+    memcpy(L->run_var, start_var, sizeof start_var);
+    CU_ASSERT_EQUAL(train_net_recalibrate_bn_ber(net, &tr, tr.n, tr.n, 0.0, key, &err), APX_OK);
+    CU_ASSERT(memcmp(mean0, L->run_mean, sizeof mean0) == 0);
+    CU_ASSERT(memcmp(var0, L->run_var, sizeof var0) == 0);
+    memcpy(L->run_mean, start_mean, sizeof start_mean);
+    memcpy(L->run_var, start_var, sizeof start_var);
+    const double p = 0.2;
+    CU_ASSERT_EQUAL(train_net_recalibrate_bn_ber(net, &tr, tr.n, tr.n, p, key, &err), APX_OK);
+    memcpy(mean1, L->run_mean, sizeof mean1);
+    memcpy(var1, L->run_var, sizeof var1);
+    double sxy = 0, sxx = 0, sum_x2 = 0, mean_x[64] = {0}, sum_mean2 = 0, grew = 0;
+    for (uint32_t i = 0; i < tr.n; i++)
+        for (uint32_t j = 0; j < 64; j++) {
+            double x = dataset_image(&tr, i)[j] / 255.0;
+            sum_x2 += x * x / tr.n;
+            mean_x[j] += x / tr.n;
+        }
+    for (uint32_t j = 0; j < 64; j++) sum_mean2 += mean_x[j] * mean_x[j];
+    for (uint32_t j = 0; j < 32; j++) {
+        sxy += mean0[j] * mean1[j];
+        sxx += mean0[j] * mean0[j];
+        grew += (var1[j] - (1 - 2 * p) * (1 - 2 * p) * var0[j]) / 32;
+    }
+    /* A batch shares its flips, so a neuron's re-estimated mean carries the
+     * noise of 40 masks (2000 samples in batches of 50): standard deviation
+     * sqrt(4p(1 - p) sum_j mean(x_j)^2 / 40) per neuron, and
+     * that / sqrt(sum mean0^2) on the slope. */
+    double slope = sxy / sxx, want = 4 * p * (1 - p) * sum_x2;
+    double slope_sd = sqrt(4 * p * (1 - p) * sum_mean2 / 40.0 / sxx);
+    if (fabs(slope - (1 - 2 * p)) > 5 * slope_sd || fabs(grew / want - 1) > 0.1)
+        fprintf(stderr, "\n  slope %.3f (want %.3f +- %.3f), variance growth %.3f (want %.3f)",
+                slope, 1 - 2 * p, slope_sd, grew, want);
+    CU_ASSERT(fabs(slope - (1 - 2 * p)) < 5 * slope_sd);
+    CU_ASSERT(slope_sd < 0.05);  /* the check can tell 1 - 2p from 1 */
+    CU_ASSERT(fabs(grew / want - 1) < 0.1);
+    /* The weights are clean again. */
+    for (uint32_t l = 0; l < net->n_layers; l++) {
+        const train_layer *K = &net->layer[l];
+        CU_ASSERT_EQUAL(K->n_flip, 0);
+        for (uint32_t i = 0; i < K->in * K->out; i++)
+            if (K->wb[i] != (K->w[i] > 0 ? 1.0f : -1.0f)) {
+                CU_FAIL("wb not restored");
+                break;
+            }
+    }
+    train_net_free(net);
+    dataset_free(&tr);
+}
+
 void add_train_suite(void) {
     TEST_SUITE("train",
                {"gradient check (BN, Hardtanh mask, weights, Scale)", test_gradient_check},
@@ -943,6 +1849,18 @@ void add_train_suite(void) {
                {"stop flag and shape mismatches", test_stop_and_mismatch},
                {"recipe YAML", test_recipe_yaml},
                {"recipe YAML with conv layers", test_recipe_conv_yaml},
+               {"recipe YAML: flips, losses, regularizer", test_recipe_flip_yaml},
                {"shipped recipes", test_shipped_recipe},
-               {"shipped VGG3 model", test_shipped_vgg3_model});
+               {"shipped VGG3 model", test_shipped_vgg3_model},
+               {"zoo recipes", test_zoo_recipes},
+               {"MHL value and gradient", test_mhl_gradient},
+               {"margin regularizer value and gradient", test_margin_reg_gradient},
+               {"flip gradients: mask inverts, STE passes", test_flip_gradient_mask_vs_ste},
+               {"flips at rate p, fresh or persistent, nested", test_flip_rates},
+               {"uniform device flips equal plain flips", test_device_uniform_flips},
+               {"device faults become sign flips", test_flips_from_faults},
+               {"curriculum applied per epoch", test_curriculum},
+               {"flip training is reproducible", test_flip_determinism},
+               {"every mode learns; flips buy tolerance", test_modes_learn},
+               {"BN re-estimation at a BER", test_bn_reestimate_ber});
 }

@@ -5,7 +5,8 @@
  * sections 1 and 5): Conv3x3 (binarised weights, no bias, zero padding) ->
  * [MaxPool2] -> BatchNorm2d -> Hardtanh -> sign for every conv layer, Linear
  * (binarised weights, no bias) -> BatchNorm1d -> Hardtanh -> sign for every
- * hidden dense layer, last Linear -> * Scale -> softmax cross-entropy.
+ * hidden dense layer, last Linear -> * Scale -> softmax cross-entropy or the
+ * modified hinge loss. docs/training.md has the formulas of every mode.
  * Choices the facts leave open, and what this file does:
  *   - Weight clip: latent weights are clamped to [-weight_clip, weight_clip]
  *     after every step (BinaryConnect). The group's `Clippy` meant to do the
@@ -28,6 +29,18 @@
  *     exporting the momentum averages, which mix batch statistics of weights
  *     from the last ~1/momentum steps and were computed on inputs normalised
  *     with batch (not running) statistics of the layers before.
+ *   - Flip training (facts 4.2-4.4) flips the binarised copy wb in place for
+ *     one batch: the forward GEMMs and the backward GEMM that carries the
+ *     gradient to a layer's input see the flipped weights (the true gradient
+ *     of the faulty network); dW = dA^T X is the gradient of the flipped
+ *     weight, negated at the flips for the mask variant and kept for STE.
+ *     Adam's refresh of wb from the latent weights ends the flips, so no
+ *     restore pass is needed. Flips hit every layer, first and last included
+ *     (facts 4.2 item 3); never the thresholds (DESIGN: exact memory).
+ *   - MHL's hinge passes gradient where b - t y >= 0, as PyTorch's
+ *     clamp(min=0) in the group's binary_hingeloss; the margin regularizer
+ *     (facts 4.7 only suggests it) is normalised per hidden output and fan-in
+ *     and differentiated exactly through the batch statistics.
  * Activations are HWC per sample (channel fastest), so a conv layer is one
  * GEMM of its im2col rows (one per output position) with the [out x 9*in_c]
  * weights, whose columns are ordered (kh * 3 + kw) * in_c + c as the packed
@@ -51,6 +64,9 @@
 /* rng.h stream identifiers: who draws. */
 #define TRAIN_STREAM_INIT 0x54524E49u     /* "TRNI": weight initialisation, per layer */
 #define TRAIN_STREAM_SHUFFLE 0x54525348u  /* "TRSH": sample order, per epoch */
+#define TRAIN_STREAM_FLIP 0x5452464Cu     /* "TRFL": plain per-batch flips */
+#define TRAIN_STREAM_RECAL 0x54524243u    /* "TRBC": flips of the BN re-estimation, per epoch */
+#define TRAIN_STREAM_DEVICE 0x54524456u   /* "TRDV": the seed handed to devices */
 
 #define ADAM_BETA1 0.9
 #define ADAM_BETA2 0.999
@@ -84,6 +100,12 @@ void train_recipe_defaults(train_recipe *r) {
     r->weight_clip = 1.0;
     r->train_limit = 0;
     r->bn_recalibrate = 0;
+    r->bn_reestimate_ber = 0.0;
+    r->loss = TRAIN_LOSS_CE;
+    r->mhl_margin = TRAIN_MHL_MARGIN;
+    r->reg_lambda = 0.0;
+    r->reg_margin = 0.0;
+    r->flip.on = 0;  /* memset: no device, no schedule */
     r->output = NULL;
     r->data_dir = NULL;
 }
@@ -237,11 +259,170 @@ static int read_layers(const cfg_node *root, train_recipe *r, apx_error *err) {
     return read_widths(layers, r, err);
 }
 
+uint32_t train_flip_step_at(const train_flip *f, uint32_t epoch) {
+    uint32_t k = 0;
+    while (k + 1 < f->n_steps && f->step[k + 1].epoch <= epoch) k++;
+    return k;
+}
+
+/* An operating point {knob: value, ...} of dev, in knob order. A knob left
+ * out takes the device's default (knob_default) or is refused; the point is
+ * range-checked by the device. */
+static int read_point(const cfg_node *node, const device *dev, double *op, apx_error *err) {
+    const device_ops *ops = dev->ops;
+    if (cfg_expect_map(node, "operating_point", ops->knobs, err)) return err->code;
+    int n = device_knob_count(ops);
+    for (int k = 0; k < n; k++) {
+        const cfg_node *v = cfg_find(node, ops->knobs[k]);
+        if (v) {
+            if (cfg_as_double(v, -1e300, 1e300, &op[k], err)) return err->code;
+        } else if (!ops->knob_default || !ops->knob_default(dev, k, &op[k])) {
+            return cfg_fail(node, err, "operating_point needs a value for '%s' (knob of the %s "
+                            "device)", ops->knobs[k], ops->kind);
+        }
+    }
+    return ops->check_point(dev, op, node, err);
+}
+
+/* curriculum: [{epoch: 0, p: 0.01}, {epoch: 3, p: 0.05}, ...] (plain flips)
+ * or [{epoch: 0, operating_point: {...}}, ...] (dev). Epochs are 0-based,
+ * start at 0, increase strictly and lie within the recipe's epochs. */
+static int read_curriculum(const cfg_node *cur, const device *dev, train_recipe *r,
+                           apx_error *err) {
+    static const char *const plain_keys[] = {"epoch", "p", NULL};
+    static const char *const device_keys[] = {"epoch", "operating_point", NULL};
+    const char *example = dev ? "{epoch: 0, operating_point: {...}}" : "{epoch: 0, p: 0.01}";
+    if (cur->kind != CFG_SEQ || cur->n == 0 || cur->n > TRAIN_MAX_CURRICULUM)
+        return cfg_fail(cur, err, "flip: 'curriculum' must be a list of 1 to %u steps like %s",
+                        TRAIN_MAX_CURRICULUM, example);
+    train_flip *f = &r->flip;
+    for (size_t i = 0; i < cur->n; i++) {
+        const cfg_node *item = cur->items[i];
+        train_flip_step *st = &f->step[i];
+        long long e;
+        if (item->kind != CFG_MAP)
+            return cfg_fail(item, err, "curriculum step %zu must be a map like %s", i + 1,
+                            example);
+        if (cfg_expect_map(item, "curriculum step", dev ? device_keys : plain_keys, err) ||
+            cfg_get_int(item, "epoch", 1, 0, 0, 100000, &e, err))
+            return err->code;
+        const cfg_node *at = cfg_find(item, "epoch");
+        if (i == 0 && e != 0)
+            return cfg_fail(at, err, "the first curriculum step must start at epoch 0, got %lld",
+                            e);
+        if (i > 0 && e <= (long long)f->step[i - 1].epoch)
+            return cfg_fail(at, err, "curriculum epochs must increase strictly: %lld after %u", e,
+                            f->step[i - 1].epoch);
+        if (e >= (long long)r->epochs)
+            return cfg_fail(at, err, "curriculum epoch %lld is never reached: epochs are "
+                            "counted from 0 and the recipe trains %u",
+                            e, r->epochs);
+        st->epoch = (uint32_t)e;
+        if (dev) {
+            const cfg_node *op = cfg_find(item, "operating_point");
+            if (!op)
+                return cfg_fail(item, err, "curriculum step %zu needs 'operating_point'", i + 1);
+            if (read_point(op, dev, st->op, err)) return err->code;
+        } else if (cfg_get_double(item, "p", 1, 0.0, 0.0, 1.0, &st->p, err)) {
+            return err->code;
+        }
+    }
+    f->n_steps = (uint32_t)cur->n;
+    return APX_OK;
+}
+
+/* Where a device holds the weights: memory: {geometry: {...}, base: BYTES},
+ * as in a sweep (default: one DDR4 8Gb x8 rank at address 0). */
+static int read_memory(const cfg_node *mem, train_flip *f, apx_error *err) {
+    static const char *const keys[] = {"geometry", "base", NULL};
+    long long base;
+    if ((mem && cfg_expect_map(mem, "memory", keys, err)) ||
+        geometry_from_yaml(cfg_find(mem, "geometry"), &f->geo, err) ||
+        cfg_get_int(mem, "base", 0, 0, 0, INT64_MAX, &base, err))
+        return err->code;
+    f->base_addr = (uint64_t)base;
+    return APX_OK;
+}
+
+/* flip: {p | operating_point | curriculum, gradient, persistent, device, memory} */
+static int read_flip(const cfg_node *fl, train_recipe *r, apx_error *err) {
+    static const char *const keys[] = {"p",      "gradient",        "persistent", "device",
+                                       "memory", "operating_point", "curriculum", NULL};
+    /* "straight_through" is the name facts bnn.md 4.3 uses for "ste". */
+    static const char *const gradients[] = {"mask", "ste", "straight_through", NULL};
+    if (cfg_expect_map(fl, "flip", keys, err)) return err->code;
+    train_flip *f = &r->flip;
+    int gradient, persistent;
+    if (cfg_get_enum(fl, "gradient", 0, 1, gradients, &gradient, err) ||
+        cfg_get_bool(fl, "persistent", 0, 0, &persistent, err))
+        return err->code;
+    f->on = 1;
+    f->gradient = gradient == 0 ? TRAIN_FLIP_MASK : TRAIN_FLIP_STE;
+    f->persistent = persistent;
+    const cfg_node *dev_at = cfg_find(fl, "device"), *mem = cfg_find(fl, "memory");
+    const cfg_node *op = cfg_find(fl, "operating_point"), *cur = cfg_find(fl, "curriculum");
+    const cfg_node *p = cfg_find(fl, "p");
+    if (!dev_at) {
+        if (op || mem)
+            return cfg_fail(op ? op : mem, err, "flip: '%s' needs a 'device' (plain flips take "
+                            "'p')", op ? "operating_point" : "memory");
+        if (!p == !cur)
+            return cfg_fail(fl, err, "flip: give exactly one of 'p' (a bit error rate) or "
+                            "'curriculum'");
+        if (cur) return read_curriculum(cur, NULL, r, err);
+        f->n_steps = 1;
+        return cfg_get_double(fl, "p", 1, 0.0, 0.0, 1.0, &f->step[0].p, err);
+    }
+    if (p)
+        return cfg_fail(p, err, "flip: with a device the error rate comes from "
+                        "'operating_point' or a 'curriculum' of them, not 'p'");
+    if (!op == !cur)
+        return cfg_fail(fl, err, "flip: with a device give exactly one of 'operating_point' or "
+                        "'curriculum'");
+    /* Create the device once to check its section and the points. */
+    device *dev = NULL;
+    if (device_create(dev_at, &dev, err)) return err->code;
+    int rc = read_memory(mem, f, err);
+    if (rc == APX_OK)
+        rc = cur ? read_curriculum(cur, dev, r, err) : read_point(op, dev, f->step[0].op, err);
+    if (rc == APX_OK && !cur) f->n_steps = 1;
+    device_destroy(dev);
+    f->device = dev_at;
+    return rc;
+}
+
+/* loss, mhl_margin, margin_reg, bn_reestimate_ber */
+static int read_objective(const cfg_node *root, train_recipe *r, apx_error *err) {
+    static const char *const losses[] = {"ce", "mhl", NULL};
+    static const char *const reg_keys[] = {"lambda", "margin", NULL};
+    int loss;
+    if (cfg_get_enum(root, "loss", 0, TRAIN_LOSS_CE, losses, &loss, err)) return err->code;
+    r->loss = (train_loss_kind)loss;
+    const cfg_node *mm = cfg_find(root, "mhl_margin");
+    if (mm && r->loss != TRAIN_LOSS_MHL)
+        return cfg_fail(mm, err, "'mhl_margin' applies to 'loss: mhl' only");
+    if (cfg_get_double(root, "mhl_margin", 0, r->mhl_margin, 1e-6, 1e6, &r->mhl_margin, err))
+        return err->code;
+    const cfg_node *reg = cfg_find(root, "margin_reg");
+    if (reg && (cfg_expect_map(reg, "margin_reg", reg_keys, err) ||
+                cfg_get_double(reg, "lambda", 1, 0.0, 0.0, 1e6, &r->reg_lambda, err) ||
+                cfg_get_double(reg, "margin", 1, 0.0, 1e-6, 2.0, &r->reg_margin, err)))
+        return err->code;
+    if (cfg_get_double(root, "bn_reestimate_ber", 0, 0.0, 0.0, 1.0, &r->bn_reestimate_ber, err))
+        return err->code;
+    if (r->bn_reestimate_ber > 0.0 && r->bn_recalibrate == 0)
+        return cfg_fail(cfg_find(root, "bn_reestimate_ber"), err,
+                        "'bn_reestimate_ber' needs 'bn_recalibrate: N' (the samples the BN "
+                        "statistics are re-estimated over)");
+    return APX_OK;
+}
+
 int train_recipe_from_yaml(const cfg_node *root, train_recipe *r, apx_error *err) {
     static const char *const keys[] = {
-        "name",        "layers",      "seed",           "epochs",   "batch",
-        "lr",          "lr_step",     "lr_gamma",       "bn_eps",   "bn_momentum",
-        "weight_clip", "train_limit", "bn_recalibrate", "output",   "data_dir",
+        "name",        "layers",      "seed",           "epochs",       "batch",
+        "lr",          "lr_step",     "lr_gamma",       "bn_eps",       "bn_momentum",
+        "weight_clip", "train_limit", "bn_recalibrate", "output",       "data_dir",
+        "loss",        "mhl_margin",  "margin_reg",     "bn_reestimate_ber", "flip",
         NULL};
     train_recipe_defaults(r);
     if (cfg_expect_map(root, "training recipe", keys, err)) return err->code;
@@ -284,7 +465,9 @@ int train_recipe_from_yaml(const cfg_node *root, train_recipe *r, apx_error *err
 
     if (cfg_get_string(root, "output", 0, NULL, &r->output, err)) return err->code;
     if (cfg_get_string(root, "data_dir", 0, NULL, &r->data_dir, err)) return err->code;
-    return APX_OK;
+    if (read_objective(root, r, err)) return err->code;
+    const cfg_node *flip = cfg_find(root, "flip");
+    return flip ? read_flip(flip, r, err) : APX_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -304,6 +487,7 @@ void train_net_free(train_net *net) {
                         &L->act,    &L->grad,   &L->col,   &L->pre};
         for (size_t i = 0; i < sizeof fp / sizeof fp[0]; i++) free(*fp[i]);
         free(L->win);
+        free(L->flip);
         free(L->run_mean);
         free(L->run_var);
     }
@@ -339,6 +523,11 @@ train_net *train_net_new(const train_recipe *r, uint32_t in_rows, uint32_t in_co
     net->bn_eps = r->bn_eps;
     net->bn_momentum = r->bn_momentum;
     net->weight_clip = r->weight_clip;
+    net->loss = r->loss;
+    net->mhl_margin = r->mhl_margin;
+    net->reg_lambda = r->reg_lambda;
+    net->reg_margin = r->reg_margin;
+    net->flip_mask = r->flip.on && r->flip.gradient == TRAIN_FLIP_MASK;
     uint32_t h = in_rows, w = in_cols, c = 1, widest = 1;
     for (uint32_t l = 0; l < net->n_layers; l++) {
         train_layer *L = &net->layer[l];
@@ -414,6 +603,7 @@ void train_net_binarize(train_net *net) {
         size_t nw = (size_t)L->in * L->out;
         for (size_t i = 0; i < nw; i++)
             L->wb[i] = net->float_weights ? L->w[i] : binarize(L->w[i]);
+        L->n_flip = 0;
     }
 }
 
@@ -664,27 +854,116 @@ void train_net_forward(train_net *net, uint32_t B, int training) {
     }
 }
 
+/* Mean softmax cross-entropy of sample i's logits z against label y; writes
+ * its gradient / B into dz. */
+static double ce_sample(const float *z, float *dz, uint32_t C, uint32_t y, uint32_t B,
+                        uint32_t best) {
+    double zmax = z[best], sum = 0.0;
+    for (uint32_t c = 0; c < C; c++) sum += exp((double)z[c] - zmax);
+    double lse = zmax + log(sum);
+    for (uint32_t c = 0; c < C; c++) {
+        double p = exp((double)z[c] - lse);
+        dz[c] = (float)((p - (c == y ? 1.0 : 0.0)) / B);
+    }
+    return lse - z[y];
+}
+
+/* The modified hinge loss of one sample (facts bnn.md 4.6, after
+ * binary_hingeloss in myay/SPICE-Torch Traintest_Utils.py):
+ * (1/C) sum_c max(0, b - t_c z_c) / b with t_c = +1 for the label, -1 else.
+ * The gradient -t_c / (C b B) flows where b - t_c z_c >= 0 (clamp(min=0)). */
+static double mhl_sample(const float *z, float *dz, uint32_t C, uint32_t y, uint32_t B,
+                         double b) {
+    double total = 0.0;
+    for (uint32_t c = 0; c < C; c++) {
+        double t = c == y ? 1.0 : -1.0, slack = b - t * z[c];
+        total += slack > 0.0 ? slack : 0.0;
+        dz[c] = slack >= 0.0 ? (float)(-t / (C * b * B)) : 0.0f;
+    }
+    return total / (C * b);
+}
+
 double train_net_loss(train_net *net, uint32_t B, uint32_t *correct) {
     uint32_t C = net->n_classes;
     double total = 0.0;
     for (uint32_t i = 0; i < B; i++) {
         const float *z = net->logits + (size_t)i * C;
         float *dz = net->dlogits + (size_t)i * C;
-        uint32_t best = 0;
+        uint32_t best = 0, y = net->labels[i];
         for (uint32_t c = 1; c < C; c++)
             if (z[c] > z[best]) best = c;
-        double zmax = z[best], sum = 0.0;
-        for (uint32_t c = 0; c < C; c++) sum += exp((double)z[c] - zmax);
-        double lse = zmax + log(sum);
-        uint32_t y = net->labels[i];
-        total += lse - z[y];
-        for (uint32_t c = 0; c < C; c++) {
-            double p = exp((double)z[c] - lse);
-            dz[c] = (float)((p - (c == y ? 1.0 : 0.0)) / B);
-        }
+        total += net->loss == TRAIN_LOSS_MHL ? mhl_sample(z, dz, C, y, B, net->mhl_margin)
+                                             : ce_sample(z, dz, C, y, B, best);
         if (correct && best == y) (*correct)++;
     }
-    return total / B;
+    return total / B + train_net_margin_reg(net, B);
+}
+
+/* Hidden neuron outputs per sample (the N of the margin regularizer). */
+static double hidden_outputs(const train_net *net) {
+    double n = 0;
+    for (uint32_t l = 0; l < net->n_layers; l++)
+        if (net->layer[l].hidden) n += (double)layer_size(&net->layer[l]);
+    return n;
+}
+
+/* a - tau of row i, neuron j of hidden layer L: sigma * (xhat + beta / gamma)
+ * with the statistics of the last forward pass (sigma = 1 / invstd). */
+static inline double margin_gap(const train_layer *L, size_t i, uint32_t j) {
+    return (L->xhat[i * L->out + j] + (double)L->beta[j] / L->gamma[j]) / L->invstd[j];
+}
+
+double train_net_margin_reg(const train_net *net, uint32_t B) {
+    if (!(net->reg_lambda > 0.0)) return 0.0;
+    double sum = 0.0, bh = net->reg_margin;
+    for (uint32_t l = 0; l < net->n_layers; l++) {
+        const train_layer *L = &net->layer[l];
+        if (!L->hidden) continue;
+        size_t rows = (size_t)B * L->out_h * L->out_w;
+        for (uint32_t j = 0; j < L->out; j++) {
+            if (L->gamma[j] == 0.0f) continue;
+            for (size_t i = 0; i < rows; i++) {
+                double h = bh - fabs(margin_gap(L, i, j)) / L->in;
+                if (h > 0.0) sum += h;
+            }
+        }
+    }
+    return net->reg_lambda * sum / (B * hidden_outputs(net));
+}
+
+/* Adds the margin regularizer's gradient to L->grad = dL/da and to ggamma,
+ * gbeta. With d_i = a_i - tau = (a_i - mu) + (beta / gamma) sigma over the
+ * R rows of a neuron (mu, sigma the batch statistics) and g_i = dR/dd_i =
+ * -c sign(d_i) / n where the hinge is active (c = lambda / (B N)), G = sum g_i:
+ *   dR/da_k = g_k - G / R + (beta / gamma) G xhat_k / R   (d sigma / da_k = xhat_k / R)
+ *   dR/dbeta = G sigma / gamma,   dR/dgamma = -G beta sigma / gamma^2. */
+static void margin_reg_backward(const train_net *net, train_layer *L, uint32_t B) {
+    size_t rows = (size_t)B * L->out_h * L->out_w;
+    double c = net->reg_lambda / (B * hidden_outputs(net)) / L->in, bh = net->reg_margin;
+    for (uint32_t j = 0; j < L->out; j++) {
+        if (L->gamma[j] == 0.0f) continue;
+        double G = 0.0;
+        for (size_t i = 0; i < rows; i++) {
+            double d = margin_gap(L, i, j);
+            if (bh - fabs(d) / L->in > 0.0 && d != 0.0) {
+                double g = d > 0.0 ? -c : c;
+                G += g;
+                L->grad[i * L->out + j] += (float)g;
+            }
+        }
+        if (G == 0.0) continue;
+        double ratio = (double)L->beta[j] / L->gamma[j], sigma = 1.0 / L->invstd[j];
+        for (size_t i = 0; i < rows; i++)
+            L->grad[i * L->out + j] += (float)(G / rows * (ratio * L->xhat[i * L->out + j] - 1.0));
+        L->gbeta[j] += (float)(G * sigma / L->gamma[j]);
+        L->ggamma[j] -= (float)(G * ratio * sigma / L->gamma[j]);
+    }
+}
+
+/* Mask gradient of flip training: a flipped weight entered the forward pass
+ * as -w, so its gradient changes sign. */
+static void mask_flipped_gradients(train_layer *L) {
+    for (size_t i = 0; i < L->n_flip; i++) L->gw[L->flip[i]] = -L->gw[L->flip[i]];
 }
 
 /* Turns L->grad from dL/d(act) into dL/d(a): the Hardtanh/sign STE mask, the
@@ -763,20 +1042,24 @@ void train_net_backward(train_net *net, uint32_t B) {
     net->gscale = (float)gs;
     for (uint32_t l = net->n_layers; l-- > 0;) {
         train_layer *L = &net->layer[l];
-        if (L->hidden) bn_backward(net, L, (size_t)B * L->out_h * L->out_w);
+        if (L->hidden) {
+            bn_backward(net, L, (size_t)B * L->out_h * L->out_w);
+            if (net->reg_lambda > 0.0) margin_reg_backward(net, L, B);
+        }
         const float *x = l == 0 ? net->input : net->layer[l - 1].act;
         float *dx = l > 0 ? net->layer[l - 1].grad : NULL;
         if (L->conv) {
             conv_backward(L, x, dx, B);
-            continue;
+        } else {
+            /* dW = dA^T X (identity STE for the weight binarisation). */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)L->out, (int)L->in, (int)B,
+                        1.0f, L->grad, (int)L->out, x, (int)L->in, 0.0f, L->gw, (int)L->in);
+            if (dx) /* dX = dA Wb: the gradient of the previous layer's output */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)L->in,
+                            (int)L->out, 1.0f, L->grad, (int)L->out, L->wb, (int)L->in, 0.0f,
+                            dx, (int)L->in);
         }
-        /* dW = dA^T X (identity STE for the weight binarisation). */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)L->out, (int)L->in, (int)B,
-                    1.0f, L->grad, (int)L->out, x, (int)L->in, 0.0f, L->gw, (int)L->in);
-        if (dx) /* dX = dA Wb: the gradient of the previous layer's output */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)L->in,
-                        (int)L->out, 1.0f, L->grad, (int)L->out, L->wb, (int)L->in, 0.0f, dx,
-                        (int)L->in);
+        if (net->flip_mask) mask_flipped_gradients(L);
     }
 }
 
@@ -835,6 +1118,7 @@ void train_net_adam(train_net *net, double lr) {
     for (uint32_t l = 0; l < net->n_layers; l++) {
         train_layer *L = &net->layer[l];
         adam_weights(net, L, s);
+        L->n_flip = 0;  /* wb is refreshed from w: the batch's flips are over */
         if (L->hidden) {
             adam_update(L->gamma, L->ggamma, L->mgamma, L->vgamma, L->out, s);
             adam_update(L->beta, L->gbeta, L->mbeta, L->vbeta, L->out, s);
@@ -843,13 +1127,196 @@ void train_net_adam(train_net *net, double lr) {
     adam_update(&net->scale, &net->gscale, &net->mscale, &net->vscale, 1, s);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Flips                                                                     */
+
+static int flips_reserve(train_layer *L, size_t n, apx_error *err) {
+    if (n <= L->cap_flip) return APX_OK;
+    size_t cap = L->cap_flip ? L->cap_flip : 1024;
+    while (cap < n) cap *= 2;
+    uint64_t *v = realloc(L->flip, cap * sizeof *v);
+    if (!v) return apx_fail(err, APX_EWORK, "out of memory drawing weight flips");
+    L->flip = v;
+    L->cap_flip = cap;
+    return APX_OK;
+}
+
+static inline int flips_push(train_layer *L, uint64_t pos, apx_error *err) {
+    if (L->n_flip == L->cap_flip && flips_reserve(L, L->n_flip + 1, err)) return err->code;
+    L->flip[L->n_flip++] = pos;
+    return APX_OK;
+}
+
+int train_layer_draw_flips(train_layer *L, rng_key key, uint32_t domain, uint64_t block0,
+                           double p, apx_error *err) {
+    uint64_t n = (uint64_t)L->in * L->out;
+    L->n_flip = 0;
+    if (!(p > 0.0) || n == 0) return APX_OK;
+    /* Room for the mean plus six standard deviations: one allocation. */
+    double want = (double)n * p + 6.0 * sqrt((double)n * p) + 64.0;
+    if (flips_reserve(L, want < (double)n ? (size_t)want : (size_t)n, err)) return err->code;
+    if (p >= 1.0) {
+        for (uint64_t i = 0; i < n; i++) L->flip[i] = i;
+        L->n_flip = n;
+        return APX_OK;
+    }
+    /* Geometric skipping: the gap to the next flip is floor(ln u / ln(1 - p)),
+     * P(gap >= k) = (1 - p)^k. */
+    rng_stream s;
+    rng_stream_at(&s, key, domain, block0);
+    const double inv_log_keep = 1.0 / log1p(-p);
+    uint64_t pos = 0;
+    while (pos < n) {
+        double u = ((double)rng_u32(&s) + 0.5) * 0x1p-32;
+        double gap = floor(log(u) * inv_log_keep);
+        if (gap >= (double)(n - pos)) break;
+        pos += (uint64_t)gap;
+        if (flips_push(L, pos, err)) return err->code;
+        pos++;
+    }
+    return APX_OK;
+}
+
+int train_layer_flips_from_faults(train_net *net, uint32_t l, const fmap *faults,
+                                  apx_error *err) {
+    train_layer *L = &net->layer[l];
+    uint64_t n = (uint64_t)L->in * L->out;
+    L->n_flip = 0;
+    if (faults->region_bits != n)
+        return apx_fail(err, APX_EWORK, "layer %u: a fault map of %llu bits for %llu weights",
+                        l + 1, (unsigned long long)faults->region_bits, (unsigned long long)n);
+    if (flips_reserve(L, faults->n, err)) return err->code;
+    int negate = !L->hidden && net->scale < 0.0f;
+    for (size_t i = 0; i < faults->n; i++) {
+        uint64_t b = faults->bit[i];
+        int stored = (L->wb[b] > 0.0f) ^ negate, flips;
+        switch (faults->kind[i]) {
+        case FAULT_FLIP: flips = 1; break;
+        case FAULT_STUCK0: case FAULT_DD1: flips = stored == 1; break;
+        case FAULT_STUCK1: case FAULT_DD0: flips = stored == 0; break;
+        default: flips = 0; break;
+        }
+        if (flips) L->flip[L->n_flip++] = b;
+    }
+    return APX_OK;
+}
+
+static void toggle_flips(train_layer *L) {
+    for (size_t i = 0; i < L->n_flip; i++) L->wb[L->flip[i]] = -L->wb[L->flip[i]];
+}
+
+void train_net_flip_weights(train_net *net) {
+    for (uint32_t l = 0; l < net->n_layers; l++) toggle_flips(&net->layer[l]);
+}
+
+int train_flipper_init(train_flipper *f, const train_flip *cfg, uint64_t seed,
+                       const train_net *net, const bnn_model *m, apx_error *err) {
+    memset(f, 0, sizeof *f);
+    f->cfg = cfg;
+    f->seed = seed;
+    rng_key k = rng_key_make(seed, TRAIN_STREAM_DEVICE, 0);
+    f->device_seed = (uint64_t)k.k[1] << 32 | k.k[0];
+    f->n_layers = net->n_layers;
+    f->cached_step = -1;
+    for (uint32_t l = 0; l < net->n_layers; l++) {
+        const bnn_layer *L = &m->layers[l];
+        fmap_init(&f->map[l], 0);
+        f->region[l] = (device_region){l, L->out, L->in, cfg->base_addr + L->offset * 8,
+                                       (uint64_t)L->words * 8, &cfg->geo};
+    }
+    if (!cfg->device) return APX_OK;
+    uint64_t bytes = (uint64_t)m->image_words * 8, memory = geometry_bytes(&cfg->geo);
+    if (cfg->base_addr > memory || bytes > memory - cfg->base_addr)
+        return apx_fail(err, APX_EINPUT,
+                        "flip: the model's %llu bytes of weights at memory.base %llu do not fit "
+                        "in a memory of %llu bytes",
+                        (unsigned long long)bytes, (unsigned long long)cfg->base_addr,
+                        (unsigned long long)memory);
+    if (device_create(cfg->device, &f->dev, err)) return err->code;
+    if (f->dev->ops->prepare &&
+        f->dev->ops->prepare(f->dev, f->region, net->n_layers, err))
+        return apx_wrap(err, "preparing the %s device: ", f->dev->ops->kind);
+    return APX_OK;
+}
+
+void train_flipper_free(train_flipper *f) {
+    device_destroy(f->dev);
+    for (uint32_t l = 0; l < f->n_layers; l++) fmap_free(&f->map[l]);
+    nested_list_free(&f->hits);
+    memset(f, 0, sizeof *f);
+}
+
+/* The fault map of layer l under schedule entry st for `chip`: the device's,
+ * or (plain persistent) the nested positions with u < p, as the uniform
+ * device draws them. */
+static int draw_map(train_flipper *f, uint32_t l, const train_flip_step *st, uint32_t chip,
+                    apx_error *err) {
+    fmap *map = &f->map[l];
+    if (f->dev) {
+        if (f->dev->ops->faults(f->dev, st->op, f->device_seed, chip, &f->region[l], map, err))
+            return apx_wrap(err, "flip faults of layer %u: ", l + 1);
+        return APX_OK;
+    }
+    uint64_t n = device_region_bits(&f->region[l]);
+    fmap_reset(map, n);
+    if (nested_draw(rng_key_make(f->device_seed, chip, l), n, st->p, &f->hits))
+        return apx_fail(err, APX_EWORK, "out of memory drawing weight flips");
+    for (size_t i = 0; i < f->hits.n; i++)
+        if (fmap_push(map, f->hits.v[i].pos, FAULT_FLIP, err)) return err->code;
+    return APX_OK;
+}
+
+int train_flipper_draw(train_flipper *f, train_net *net, uint32_t k, uint64_t batch,
+                       uint64_t *flips, apx_error *err) {
+    const train_flip_step *st = &f->cfg->step[k];
+    *flips = 0;
+    if (!f->dev && !f->cfg->persistent) {
+        rng_key key = rng_key_make(f->seed, TRAIN_STREAM_FLIP, 0);
+        for (uint32_t l = 0; l < net->n_layers; l++) {
+            if (train_layer_draw_flips(&net->layer[l], key, l, batch << 32, st->p, err))
+                return err->code;
+            *flips += net->layer[l].n_flip;
+        }
+        return APX_OK;
+    }
+    if (!f->cfg->persistent || f->cached_step != (int64_t)k) {
+        f->cached_step = -1;
+        for (uint32_t l = 0; l < net->n_layers; l++)
+            if (draw_map(f, l, st, f->cfg->persistent ? 0 : (uint32_t)batch, err))
+                return err->code;
+        if (f->cfg->persistent) f->cached_step = k;
+    }
+    for (uint32_t l = 0; l < net->n_layers; l++) {
+        if (train_layer_flips_from_faults(net, l, &f->map[l], err)) return err->code;
+        *flips += net->layer[l].n_flip;
+    }
+    return APX_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Batch-norm re-estimation                                                  */
+
 #define RECAL_BATCH 256u
 
-void train_net_recalibrate_bn(train_net *net, const dataset *d, uint32_t n, uint32_t count) {
-    if (n == 0 || count == 0) return;
+/* Pre-activations of layer L in the re-estimation: with ber > 0, under the
+ * flips of (key, layer l, batch), undone afterwards. */
+static int recal_preact(train_layer *L, uint32_t l, const float *x, uint32_t nb, double ber,
+                        rng_key key, uint64_t batch, apx_error *err) {
+    if (ber > 0.0 && train_layer_draw_flips(L, key, l, batch << 32, ber, err)) return err->code;
+    toggle_flips(L);
+    layer_preact(L, x, nb);
+    toggle_flips(L);
+    L->n_flip = 0;
+    return APX_OK;
+}
+
+int train_net_recalibrate_bn_ber(train_net *net, const dataset *d, uint32_t n, uint32_t count,
+                                 double ber, rng_key key, apx_error *err) {
+    if (n == 0 || count == 0) return APX_OK;
     if (count > n) count = n;
     uint32_t idx[RECAL_BATCH];
     uint32_t bs = net->max_batch < RECAL_BATCH ? net->max_batch : RECAL_BATCH;
+    for (uint32_t l = 0; l < net->n_layers; l++) net->layer[l].n_flip = 0;
     for (uint32_t h = 0; h < net->n_layers; h++) {
         train_layer *L = &net->layer[h];
         if (!L->hidden) continue;
@@ -862,17 +1329,18 @@ void train_net_recalibrate_bn(train_net *net, const dataset *d, uint32_t n, uint
         memset(sq, 0, C * sizeof(double));
         for (uint32_t k0 = 0; k0 < count; k0 += bs) {
             uint32_t nb = count - k0 < bs ? count - k0 : bs;
+            uint64_t batch = k0 / bs;
             for (uint32_t i = 0; i < nb; i++)
                 idx[i] = (uint32_t)((uint64_t)(k0 + i) * n / count);
             train_net_load(net, d, idx, nb);
             const float *x = net->input;
             for (uint32_t l = 0; l < h; l++) {
                 train_layer *P = &net->layer[l];
-                layer_preact(P, x, nb);
+                if (recal_preact(P, l, x, nb, ber, key, batch, err)) return err->code;
                 bn_forward(net, P, (size_t)nb * P->out_h * P->out_w, 0);
                 x = P->act;
             }
-            layer_preact(L, x, nb);
+            if (recal_preact(L, h, x, nb, ber, key, batch, err)) return err->code;
             size_t rows = nb * pos;
             for (size_t r = 0; r < rows; r++) {
                 const float *a = L->a + r * C;
@@ -892,6 +1360,14 @@ void train_net_recalibrate_bn(train_net *net, const dataset *d, uint32_t n, uint
             L->run_var[j] = var > 0.0 ? var : 0.0;
         }
     }
+    return APX_OK;
+}
+
+void train_net_recalibrate_bn(train_net *net, const dataset *d, uint32_t n, uint32_t count) {
+    apx_error err;
+    rng_key none = {{0, 0}};
+    /* Without flips nothing is drawn or allocated, so this cannot fail. */
+    (void)train_net_recalibrate_bn_ber(net, d, n, count, 0.0, none, &err);
 }
 
 int train_net_model(const train_net *net, const char *name, bnn_model *m, apx_error *err) {
@@ -961,6 +1437,27 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The flip schedule of a recipe built in code (YAML recipes are checked as
+ * they are read; device points are checked by the device when read). */
+static int check_flip(const train_recipe *r, apx_error *err) {
+    const train_flip *f = &r->flip;
+    if (f->n_steps < 1 || f->n_steps > TRAIN_MAX_CURRICULUM || f->step[0].epoch != 0 ||
+        (f->gradient != TRAIN_FLIP_MASK && f->gradient != TRAIN_FLIP_STE))
+        return apx_fail(err, APX_EINPUT,
+                        "recipe '%s': flip needs 1 to %u schedule entries, the first at epoch 0, "
+                        "and gradient mask or ste",
+                        r->name, TRAIN_MAX_CURRICULUM);
+    for (uint32_t k = 0; k < f->n_steps; k++) {
+        if (k > 0 && f->step[k].epoch <= f->step[k - 1].epoch)
+            return apx_fail(err, APX_EINPUT, "recipe '%s': flip schedule epochs must increase",
+                            r->name);
+        if (!f->device && !(f->step[k].p >= 0.0 && f->step[k].p <= 1.0))
+            return apx_fail(err, APX_EINPUT, "recipe '%s': flip rate %g is outside [0, 1]",
+                            r->name, f->step[k].p);
+    }
+    return APX_OK;
+}
+
 static int check_recipe(const train_recipe *r, const dataset *train, const dataset *test,
                         apx_error *err) {
     if (train_check_layers(r, train->rows, train->cols, NULL, err)) {
@@ -991,6 +1488,58 @@ static int check_recipe(const train_recipe *r, const dataset *train, const datas
     if (n < 2)
         return apx_fail(err, APX_EINPUT, "recipe '%s': needs at least 2 training samples, has %u",
                         r->name, n);
+    if ((r->loss != TRAIN_LOSS_CE && r->loss != TRAIN_LOSS_MHL) || !(r->mhl_margin > 0.0) ||
+        !(r->reg_lambda >= 0.0) || (r->reg_lambda > 0.0 && !(r->reg_margin > 0.0)) ||
+        !(r->bn_reestimate_ber >= 0.0 && r->bn_reestimate_ber <= 1.0))
+        return apx_fail(err, APX_EINPUT,
+                        "recipe '%s': need loss ce or mhl, mhl_margin > 0, margin_reg lambda >= 0 "
+                        "with margin > 0, bn_reestimate_ber in [0, 1]",
+                        r->name);
+    return r->flip.on ? check_flip(r, err) : APX_OK;
+}
+
+/* One epoch's training pass over order[0..n) in batches: flips (if any),
+ * forward, loss, backward, Adam. *batch_no counts batches over the run (the
+ * flip draws' index). */
+typedef struct epoch_pass {
+    double loss_sum;
+    uint32_t correct, seen;
+    uint64_t flipped, exposed;  /* flipped weights, weights, summed over batches */
+} epoch_pass;
+
+static int train_epoch(const train_recipe *r, train_net *net, train_flipper *flipper,
+                       const dataset *train, const uint32_t *order, uint32_t n, uint32_t batch,
+                       uint32_t epoch, double lr, uint64_t *batch_no, volatile int *stop,
+                       epoch_pass *ep, apx_error *err) {
+    uint32_t k = r->flip.on ? train_flip_step_at(&r->flip, epoch) : 0;
+    uint64_t weights = 0;
+    for (uint32_t l = 0; l < net->n_layers; l++)
+        weights += (uint64_t)net->layer[l].in * net->layer[l].out;
+    for (uint32_t start = 0; start + 1 < n; start += batch) {
+        if (stop && *stop)
+            return apx_fail(err, APX_EINTR, "training '%s' interrupted in epoch %u of %u",
+                            r->name, epoch + 1, r->epochs);
+        uint32_t B = n - start < batch ? n - start : batch;
+        train_net_load(net, train, order + start, B);
+        if (r->flip.on) {
+            uint64_t flips;
+            if (train_flipper_draw(flipper, net, k, *batch_no, &flips, err)) return err->code;
+            train_net_flip_weights(net);  /* undone by train_net_adam's refresh of wb */
+            ep->flipped += flips;
+            ep->exposed += weights;
+        }
+        train_net_forward(net, B, 1);
+        double loss = train_net_loss(net, B, &ep->correct);
+        if (!isfinite(loss))
+            return apx_fail(err, APX_EWORK,
+                            "training '%s' diverged in epoch %u (loss %g); try a smaller lr",
+                            r->name, epoch + 1, loss);
+        train_net_backward(net, B);
+        train_net_adam(net, lr);
+        ep->loss_sum += loss * B;
+        ep->seen += B;
+        (*batch_no)++;
+    }
     return APX_OK;
 }
 
@@ -1005,9 +1554,14 @@ int train_fit(const train_recipe *r, const dataset *train, const dataset *test,
     memset(&model, 0, sizeof model);
     bnn_workspace *ws = NULL;
     uint32_t *order = NULL;
+    train_flipper flipper;
+    memset(&flipper, 0, sizeof flipper);
+    uint64_t batch_no = 0;
     train_net *net = train_net_new(r, train->rows, train->cols, batch, err);
     if (!net) return err->code;
     if ((rc = train_net_model(net, r->name, &model, err))) goto done;
+    if (r->flip.on && (rc = train_flipper_init(&flipper, &r->flip, r->seed, net, &model, err)))
+        goto done;
     ws = bnn_workspace_new(&model);
     order = malloc((size_t)n * sizeof *order);
     if (!ws || !order) {
@@ -1026,40 +1580,29 @@ int train_fit(const train_recipe *r, const dataset *train, const dataset *test,
             order[i] = order[j];
             order[j] = t;
         }
-        double t0 = now_s(), loss_sum = 0.0;
-        uint32_t correct = 0, seen = 0;
-        for (uint32_t start = 0; start + 1 < n; start += batch) {
-            if (stop && *stop) {
-                rc = apx_fail(err, APX_EINTR, "training '%s' interrupted in epoch %u of %u",
-                              r->name, epoch + 1, r->epochs);
-                goto done;
-            }
-            uint32_t B = n - start < batch ? n - start : batch;
-            train_net_load(net, train, order + start, B);
-            train_net_forward(net, B, 1);
-            double loss = train_net_loss(net, B, &correct);
-            if (!isfinite(loss)) {
-                rc = apx_fail(err, APX_EWORK,
-                              "training '%s' diverged in epoch %u (loss %g); try a smaller lr",
-                              r->name, epoch + 1, loss);
-                goto done;
-            }
-            train_net_backward(net, B);
-            train_net_adam(net, lr);
-            loss_sum += loss * B;
-            seen += B;
-        }
+        double t0 = now_s();
+        epoch_pass ep = {0};
+        if ((rc = train_epoch(r, net, &flipper, train, order, n, batch, epoch, lr, &batch_no,
+                              stop, &ep, err)))
+            goto done;
         double t1 = now_s();
-        if (r->bn_recalibrate) train_net_recalibrate_bn(net, train, n, r->bn_recalibrate);
+        if (r->bn_recalibrate &&
+            (rc = train_net_recalibrate_bn_ber(net, train, n, r->bn_recalibrate,
+                                               r->bn_reestimate_ber,
+                                               rng_key_make(r->seed, TRAIN_STREAM_RECAL, epoch),
+                                               err)))
+            goto done;
         train_net_export(net, &model);
         train_epoch_stats st = {
             .epoch = epoch + 1,
             .epochs = r->epochs,
-            .loss = loss_sum / seen,
-            .train_accuracy = (double)correct / seen,
+            .loss = ep.loss_sum / ep.seen,
+            .train_accuracy = (double)ep.correct / ep.seen,
             .test_accuracy = -1.0,
-            .samples_per_s = seen / (t1 - t0 > 0 ? t1 - t0 : 1e-9),
+            .samples_per_s = ep.seen / (t1 - t0 > 0 ? t1 - t0 : 1e-9),
             .lr = lr,
+            .flip_step = r->flip.on ? train_flip_step_at(&r->flip, epoch) : 0,
+            .flip_rate = ep.exposed ? (double)ep.flipped / (double)ep.exposed : 0.0,
         };
         if (test && test->n)
             st.test_accuracy =
@@ -1068,6 +1611,7 @@ int train_fit(const train_recipe *r, const dataset *train, const dataset *test,
         if (progress) progress(ctx, &st);
     }
 done:
+    train_flipper_free(&flipper);
     free(order);
     if (ws) bnn_workspace_free(ws);
     if (rc == APX_OK) {

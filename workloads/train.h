@@ -12,26 +12,86 @@
  * batch statistics in training and running statistics for export (per
  * channel over N, H, W for conv layers; optionally re-estimated over part of
  * the training set with the current weights before every export,
- * bn_recalibrate); cross-entropy on the last layer times a learnable Scale
- * (initialised to 1e-3); Adam with a step learning-rate schedule; GEMMs
- * through CBLAS (OpenBLAS), convolutions as im2col + GEMM. The first layer
- * sees pixels / 255. Export folds batch norm into integer thresholds
- * (bnn_fold_bn) and produces a bnn_model.
+ * bn_recalibrate, optionally under weight flips at a chosen BER,
+ * bn_reestimate_ber); cross-entropy or the modified hinge loss (facts bnn.md
+ * 4.6) on the last layer times a learnable Scale (initialised to 1e-3), plus
+ * an optional margin regularizer on the hidden neurons (facts 4.7); Adam
+ * with a step learning-rate schedule; GEMMs through CBLAS (OpenBLAS),
+ * convolutions as im2col + GEMM. The first layer sees pixels / 255. Export
+ * folds batch norm into integer thresholds (bnn_fold_bn) and produces a
+ * bnn_model.
  *
- * Everything random (initialisation, shuffling) comes from rng.h keyed by the
- * recipe's seed. Results are reproducible for a given seed, machine and BLAS
- * thread count (BLAS summation order may differ across CPUs). */
+ * Flip training (facts bnn.md 4.2-4.4): the binarised weights of every layer
+ * get sign flips in the forward pass of each batch, drawn anew per batch at
+ * BER p (or once per model instance: persistent), or from a device model's
+ * fault maps at an operating point (models/device.h); a curriculum raises the
+ * rate epoch by epoch. The backward pass either inverts the gradient of a
+ * flipped weight (mask) or ignores the flip (straight-through). docs/training.md
+ * gives every recipe key with its formula and source.
+ *
+ * Everything random (initialisation, shuffling, flips) comes from rng.h keyed
+ * by the recipe's seed. Results are reproducible for a given seed, machine and
+ * BLAS thread count (BLAS summation order may differ across CPUs). */
 #ifndef APX_TRAIN_H
 #define APX_TRAIN_H
 
 #include <stdint.h>
 
+#include "../models/device.h"
+#include "../models/geometry.h"
 #include "../sim/config.h"
 #include "../sim/error.h"
 #include "bnn.h"
 #include "dataset.h"
 
 #define TRAIN_MAX_LAYERS 16
+#define TRAIN_MAX_CURRICULUM 32
+
+/* The MHL margin b of myay/SPICE-Torch and myay/LTA-BNN (facts bnn.md 4.6). */
+#define TRAIN_MHL_MARGIN 128.0
+
+typedef enum train_loss_kind {
+    TRAIN_LOSS_CE = 0,   /* softmax cross-entropy */
+    TRAIN_LOSS_MHL = 1   /* modified hinge loss, margin mhl_margin */
+} train_loss_kind;
+
+/* How the backward pass treats a flipped weight (facts bnn.md 4.3). */
+typedef enum train_flip_grad {
+    TRAIN_FLIP_MASK = 0, /* w_f = M . sign(w): dL/dw = M . dL/dw_f (sign inverted) */
+    TRAIN_FLIP_STE = 1   /* straight-through: dL/dw = dL/dw_f (the flip ignored) */
+} train_flip_grad;
+
+/* One rate of the flip schedule, in force from epoch `epoch` (0-based) until
+ * the next entry. */
+typedef struct train_flip_step {
+    uint32_t epoch;
+    double p;                     /* plain flips: the bit error rate */
+    double op[DEVICE_MAX_KNOBS];  /* device: the operating point, in knob order */
+} train_flip_step;
+
+/* Flip training. Plain flips (device == NULL): every weight bit of every
+ * layer flips independently with probability p. With a device: the faults
+ * the device model produces for each weight tensor (a device_region laid out
+ * like a sweep lays out the packed model at memory.base) at the operating
+ * point; a fault that leaves the stored bit unchanged (a stuck-at or
+ * data-dependent fault on a bit already holding the value it reads as) is no
+ * flip. Per batch (persistent = 0) the faults are drawn anew every batch;
+ * persistent = 1 keeps one fault map per model instance (per schedule entry:
+ * nested, so a harsher entry fails a superset). */
+typedef struct train_flip {
+    int on;
+    train_flip_grad gradient;
+    int persistent;
+    const cfg_node *device;       /* NULL: plain flips; else the device section (in the doc) */
+    geometry geo;                 /* device: the memory holding the weights */
+    uint64_t base_addr;           /* device: byte address of the packed weights */
+    uint32_t n_steps;             /* 1 .. TRAIN_MAX_CURRICULUM when on */
+    train_flip_step step[TRAIN_MAX_CURRICULUM];  /* epochs strictly increasing, first 0 */
+} train_flip;
+
+/* The schedule entry in force in epoch `epoch` (0-based): the last one whose
+ * epoch is <= it. */
+uint32_t train_flip_step_at(const train_flip *f, uint32_t epoch);
 
 typedef struct train_recipe {
     char name[64];
@@ -62,6 +122,16 @@ typedef struct train_recipe {
      * evenly spaced over the training set; 0 = off (the running averages of
      * training, momentum bn_momentum, are exported as they are). */
     uint32_t bn_recalibrate;
+    /* The bit error rate of the weights during that re-estimation (fresh
+     * plain flips per re-estimation batch, facts bnn.md 4.5); 0 = clean. */
+    double bn_reestimate_ber;
+    train_loss_kind loss;
+    double mhl_margin;                 /* b of the MHL (TRAIN_MHL_MARGIN) */
+    /* Margin regularizer (facts bnn.md 4.7), off when reg_lambda = 0:
+     * lambda / (B * N) * sum over samples and hidden neuron outputs of
+     * max(0, reg_margin - |a - tau| / fan_in), N the hidden outputs per sample. */
+    double reg_lambda, reg_margin;
+    train_flip flip;
     const char *output;                /* .bnn path the recipe writes (may be NULL) */
     const char *data_dir;              /* Fashion-MNIST override (may be NULL) */
 } train_recipe;
@@ -72,7 +142,11 @@ void train_recipe_defaults(train_recipe *r);
 
 /* Reads a recipe from YAML (configs/workloads/fmnist-fc.yaml, fmnist-vgg3.yaml):
  *   name, layers, seed, epochs, batch, lr, lr_step, lr_gamma, bn_eps,
- *   bn_momentum, weight_clip, train_limit, bn_recalibrate, output, data_dir.
+ *   bn_momentum, weight_clip, train_limit, bn_recalibrate, bn_reestimate_ber,
+ *   loss (ce | mhl), mhl_margin, margin_reg: {lambda, margin}, output,
+ *   data_dir, and flip: {p, gradient (mask | ste), persistent, device,
+ *   memory: {geometry, base}, operating_point: {KNOB: value, ...},
+ *   curriculum: [{epoch, p | operating_point}, ...]} (docs/training.md).
  * `layers` is either a list of widths, input first (a dense network):
  *   layers: [784, 2048, 2048, 10]
  * or a list of layer maps, the input (28x28x1 Fashion-MNIST) implied:
@@ -80,7 +154,9 @@ void train_recipe_defaults(train_recipe *r);
  * where {conv: C} has C output channels and optional pool: 1 or 2, {dense: N}
  * has N neurons, conv layers come before dense ones and the last is
  * {dense: 10}. Errors name file:line:col of the offending entry.
- * Strings point into the document. */
+ * Strings and flip.device point into the document, which must outlive the
+ * recipe's use. A device section is checked by creating the device once
+ * (unknown kinds, keys, knobs and out-of-range points are refused). */
 int train_recipe_from_yaml(const cfg_node *root, train_recipe *r, apx_error *err);
 
 typedef struct train_epoch_stats {
@@ -91,6 +167,8 @@ typedef struct train_epoch_stats {
     double samples_per_s;
     double seconds;
     double lr;
+    uint32_t flip_step;      /* the flip schedule entry of this epoch (0 without flips) */
+    double flip_rate;        /* flipped weights / weights, over the epoch's batches */
 } train_epoch_stats;
 
 typedef void (*train_progress_fn)(void *ctx, const train_epoch_stats *s);

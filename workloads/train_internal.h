@@ -17,6 +17,9 @@
 
 #include <stdint.h>
 
+#include "../faultmaps/fmap.h"
+#include "../models/nested.h"
+#include "../sim/rng.h"
 #include "train.h"
 
 typedef struct train_layer {
@@ -50,6 +53,13 @@ typedef struct train_layer {
      * (0,0), 1 = (0,1), 2 = (1,0), 3 = (1,1); the gradient goes there. */
     float *col, *pre;
     uint8_t *win;
+    /* Flip training: the positions (indices into w, wb, gw; sorted) whose
+     * sign the current batch flips. train_net_flip_weights negates wb there;
+     * the backward pass negates gw there when flip_mask is set; a refresh of
+     * wb from w (train_net_binarize, train_net_adam) ends the flips and
+     * empties the list. */
+    uint64_t *flip;
+    size_t n_flip, cap_flip;
 } train_layer;
 
 typedef struct train_net {
@@ -72,6 +82,11 @@ typedef struct train_net {
      * both set the network is differentiable almost everywhere, so its
      * backward pass can be checked by finite differences. */
     int float_weights, float_activations;
+    /* Loss and regularizer (from the recipe; train.h). */
+    train_loss_kind loss;
+    double mhl_margin;
+    double reg_lambda, reg_margin;
+    int flip_mask;         /* 1: mask gradient for flipped weights; 0: straight-through */
 } train_net;
 
 /* Checks the layer list of r (widths, conv, pool) against an input image of
@@ -83,8 +98,9 @@ int train_check_layers(const train_recipe *r, uint32_t in_rows, uint32_t in_cols
                        uint32_t *bad_layer, apx_error *err);
 
 /* Allocates the network of r's layer list (and bn_eps, bn_momentum,
- * weight_clip) for in_rows x in_cols images and batches of up to max_batch
- * (>= 2) samples, and initialises it with r->seed (train_net_init). */
+ * weight_clip, loss, mhl_margin, reg_lambda, reg_margin, flip gradient) for
+ * in_rows x in_cols images and batches of up to max_batch (>= 2) samples,
+ * and initialises it with r->seed (train_net_init). */
 train_net *train_net_new(const train_recipe *r, uint32_t in_rows, uint32_t in_cols,
                          uint32_t max_batch, apx_error *err);
 void train_net_free(train_net *net);
@@ -105,14 +121,33 @@ void train_net_load(train_net *net, const dataset *d, const uint32_t *idx, uint3
  * act of every layer and logits. */
 void train_net_forward(train_net *net, uint32_t batch, int training);
 
-/* Mean softmax cross-entropy of logits against labels; writes dlogits
- * (gradient of the mean loss) and adds the number of correct argmax
- * predictions (ties -> lowest class) to *correct if non-NULL. */
+/* The mean loss over the batch of the last forward pass: softmax
+ * cross-entropy of logits against labels, or the modified hinge loss
+ *   MHL = (1/K) sum_c max(0, b - y_c * logit_c) / b,  y_c = +1 (true class) or -1
+ * (facts bnn.md 4.6; the gradient flows where b - y_c * logit_c >= 0, as
+ * PyTorch's clamp(min=0)), plus the margin regularizer when reg_lambda > 0
+ * (train_net_margin_reg). Writes dlogits (the gradient of the mean data
+ * loss) and adds the number of correct argmax predictions (ties -> lowest
+ * class) to *correct if non-NULL. */
 double train_net_loss(train_net *net, uint32_t batch, uint32_t *correct);
+
+/* The margin regularizer of the last training-mode forward pass (facts
+ * bnn.md 4.7, our normalisation):
+ *   R = lambda / (B * N) * sum_{samples, l, j, positions} max(0, b_h - |a - tau| / n_l)
+ * over the hidden layers l, their neurons (conv: channels at every output
+ * position) j, with fan-in n_l, N the hidden outputs per sample, and tau the
+ * gamma-sign-aware threshold of the batch-norm statistics the forward pass
+ * used, tau = mu - beta * sigma / gamma, so a - tau = sigma * (xhat + beta /
+ * gamma) (a neuron with gamma = 0 has no threshold and no term). 0 when
+ * reg_lambda = 0. */
+double train_net_margin_reg(const train_net *net, uint32_t batch);
 
 /* Backward pass of the last training-mode forward, from dlogits: fills gw,
  * ggamma, gbeta and gscale. Straight-through: the sign passes gradient where
- * |y| <= 1 (Hardtanh), the weight binarisation passes it unchanged. */
+ * |y| <= 1 (Hardtanh), the weight binarisation passes it unchanged. The
+ * margin regularizer's exact gradient (through a and the batch statistics)
+ * is added to every hidden layer. With flip_mask, the gradient of each
+ * flipped weight (the layer's flip list) is negated. */
 void train_net_backward(train_net *net, uint32_t batch);
 
 /* One Adam step (beta1 0.9, beta2 0.999, eps 1e-8, PyTorch's bias
@@ -127,6 +162,69 @@ void train_net_adam(train_net *net, double lr);
  * (sample floor(k * n / count)); count is capped at n. Uses the input
  * buffers, so the loaded batch is lost. */
 void train_net_recalibrate_bn(train_net *net, const dataset *d, uint32_t n, uint32_t count);
+
+/* The same with the weights of every layer flipped at rate ber during the
+ * re-estimation: fresh plain flips for every batch of samples, drawn from
+ * (key, layer, batch) (rng.h), the same for a batch whichever layer is being
+ * re-estimated. wb is clean again afterwards. */
+int train_net_recalibrate_bn_ber(train_net *net, const dataset *d, uint32_t n, uint32_t count,
+                                 double ber, rng_key key, apx_error *err);
+
+/* Negates wb at every position of every layer's flip list (a second call
+ * restores it). */
+void train_net_flip_weights(train_net *net);
+
+/* Replaces layer l's flip list by the positions of [0, in * out) drawn
+ * independently at rate p, by geometric skipping (cost proportional to the
+ * flips) over the stream (key, domain, blocks from block0). Uniforms carry
+ * 32 bits, so a gap longer than -ln(2^-33) / -ln(1 - p) (probability 2^-33)
+ * is cut short. Returns APX_EWORK when out of memory. */
+int train_layer_draw_flips(train_layer *L, rng_key key, uint32_t domain, uint64_t block0,
+                           double p, apx_error *err);
+
+/* Replaces layer l's flip list by the faults of `faults` (logical bits of the
+ * [out x in] tensor, row by row: the indices of w) that change the stored
+ * bit: a flip always; stuck-at-0 / data-dependent-1 on a stored 1; stuck-at-1
+ * / data-dependent-0 on a stored 0. The stored bit is that of the exported
+ * model: 1 iff wb > 0, inverted for the output layer when Scale < 0 (export
+ * negates its weights then). */
+int train_layer_flips_from_faults(train_net *net, uint32_t l, const fmap *faults,
+                                  apx_error *err);
+
+/* Draws the flips of training batches. */
+typedef struct train_flipper {
+    const train_flip *cfg;
+    uint64_t seed;            /* the recipe's seed: plain per-batch flips */
+    uint64_t device_seed;     /* derived from it: the device's (and persistent) faults */
+    device *dev;              /* device-aware training, else NULL */
+    uint32_t n_layers;
+    device_region region[TRAIN_MAX_LAYERS];
+    fmap map[TRAIN_MAX_LAYERS];   /* the faults of the last draw (persistent: kept) */
+    nested_list hits;         /* plain persistent: scratch of nested_draw */
+    int64_t cached_step;      /* persistent: the schedule entry map holds; -1 none */
+} train_flipper;
+
+/* Prepares drawing for cfg (on, n_steps >= 1) on net, whose packed model m
+ * (train_net_model) gives the regions: layer l is region l, rows x cols =
+ * out x in at base_addr + offset * 8, row stride words * 8 (as sim/sweep.c
+ * places a model). Creates the device, if any, and checks that the weights
+ * fit in its memory. */
+int train_flipper_init(train_flipper *f, const train_flip *cfg, uint64_t seed,
+                       const train_net *net, const bnn_model *m, apx_error *err);
+void train_flipper_free(train_flipper *f);
+
+/* Fills every layer's flip list for training batch `batch` (counted from 0
+ * over the whole run) under schedule entry k:
+ *   plain, per batch:  train_layer_draw_flips at p, stream (seed, layer, batch);
+ *   plain, persistent: models/nested.h positions with u < p, keyed
+ *                      (device_seed, chip 0, layer), as the uniform device;
+ *   device, per batch: the device's faults for chip `batch`;
+ *   device, persistent: the device's faults for chip 0;
+ * persistent maps are drawn once per schedule entry and kept; their flips are
+ * recomputed from the current weights every batch (stuck-at faults flip only
+ * the bits holding the other value). Returns the number of flips in *flips. */
+int train_flipper_draw(train_flipper *f, train_net *net, uint32_t k, uint64_t batch,
+                       uint64_t *flips, apx_error *err);
 
 /* Writes the network into m, which bnn_create / bnn_create_layers made with
  * the same shapes (train_net_model):
