@@ -32,7 +32,11 @@
 
 #include "../sim/rng.h"
 
-#define NESTED_LEVELS 48
+/* 24 dyadic levels: below 2^-24 (6e-8) the bottom level holds every rarer
+ * u, so a rate under it lists the bottom level's n 2^-24 expected members
+ * and filters them by u; every level above it is one uniform to skip when
+ * empty, the fixed cost of a draw. */
+#define NESTED_LEVELS 24
 
 typedef struct nested_hit {
     uint64_t pos;
