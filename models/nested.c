@@ -140,6 +140,14 @@ static int merge(const nested_list *a, const nested_list *b, nested_list *out) {
     return 0;
 }
 
+/* Exchanges the items (not the working memory) of two lists. */
+static void swap_items(nested_list *a, nested_list *b) {
+    nested_hit *v = a->v;
+    size_t n = a->n, cap = a->cap;
+    a->v = b->v, a->n = b->n, a->cap = b->cap;
+    b->v = v, b->n = n, b->cap = cap;
+}
+
 int nested_draw(rng_key key, uint64_t n, double q, nested_list *out) {
     out->n = 0;
     if (!(q > 0.0) || n == 0) return 0;
@@ -149,23 +157,28 @@ int nested_draw(rng_key key, uint64_t n, double q, nested_list *out) {
     if (j > NESTED_LEVELS) j = NESTED_LEVELS;
     /* out holds the members of the rarer levels so far (sorted); each level
      * is drawn among the positions not in it and merged in. */
-    nested_list lvl = {0}, tmp = {0};
+    /* The level being drawn and the merge target reuse out's working memory. */
+    nested_list lvl = {.v = out->work[0], .cap = out->work_cap[0]};
+    nested_list tmp = {.v = out->work[1], .cap = out->work_cap[1]};
     int rc = 0;
     for (int k = NESTED_LEVELS; k >= j && rc == 0; k--) {
         /* Every member of a rarer level is below q; level j is filtered. */
         if (draw_level(key, k, n, out, k > j || q >= 1.0, q, &lvl)) rc = -1;
-        else if (lvl.n && out->n == 0) { nested_list t = *out; *out = lvl; lvl = t; }
+        else if (lvl.n && out->n == 0) swap_items(out, &lvl);
         else if (lvl.n && merge(out, &lvl, &tmp)) rc = -1;
-        else if (lvl.n) { nested_list t = *out; *out = tmp; tmp = t; }
+        else if (lvl.n) swap_items(out, &tmp);
     }
-    free(lvl.v);
-    free(tmp.v);
+    out->work[0] = lvl.v;
+    out->work_cap[0] = lvl.cap;
+    out->work[1] = tmp.v;
+    out->work_cap[1] = tmp.cap;
     if (rc) out->n = 0;
     return rc;
 }
 
 void nested_list_free(nested_list *l) {
     free(l->v);
-    l->v = NULL;
-    l->n = l->cap = 0;
+    free(l->work[0]);
+    free(l->work[1]);
+    *l = (nested_list){0};
 }

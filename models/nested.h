@@ -46,6 +46,10 @@ typedef struct nested_hit {
 typedef struct nested_list {
     nested_hit *v;  /* sorted by pos, strictly increasing */
     size_t n, cap;
+    /* working memory of nested_draw, kept between calls (a device draws
+     * thousands of blocks); freed by nested_list_free */
+    nested_hit *work[2];
+    size_t work_cap[2];
 } nested_list;
 
 /* Replaces out's content by the positions of [0, n) with u < q (q >= 1: every

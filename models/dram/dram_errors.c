@@ -675,13 +675,7 @@ int dram_errors_faults_stats(const dram_error_params *p, const double *op, uint6
     fmap_reset(out, 0);
     if (dram_errors_check_point(p, op, NULL, err)) return err->code;
     engine *e = calloc(1, sizeof *e);
-    /* a list with room from the start (nested_draw sorts its list even when
-     * it is empty, and a NULL array there is undefined behaviour) */
-    if (e) e->hits.v = malloc(64 * sizeof *e->hits.v);
-    if (!e || !e->hits.v) {
-        free(e);
-        return apx_fail(err, APX_EWORK, "dram errors: out of memory");
-    }
+    if (!e) return apx_fail(err, APX_EWORK, "dram errors: out of memory");
     e->hits.cap = 64;
     e->p = p;
     e->op = op;
