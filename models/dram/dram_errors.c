@@ -676,7 +676,6 @@ int dram_errors_faults_stats(const dram_error_params *p, const double *op, uint6
     if (dram_errors_check_point(p, op, NULL, err)) return err->code;
     engine *e = calloc(1, sizeof *e);
     if (!e) return apx_fail(err, APX_EWORK, "dram errors: out of memory");
-    e->hits.cap = 64;
     e->p = p;
     e->op = op;
     e->r = region;
