@@ -191,6 +191,10 @@ static const char *const migrations[] = {
     "       e.created_at AS created_at, e.energy_pj AS energy_pj,\n"
     "       e.latency_ns AS latency_ns\n"
     "FROM evaluations AS e JOIN operating_points AS o ON o.op_key = e.op_key;\n",
+    /* 3 -> 4: a config may name its device's file instead of holding it;
+     * the run keeps that file's exact text, so no result loses its device. */
+    "ALTER TABLE runs ADD COLUMN device_path TEXT;\n"
+    "ALTER TABLE runs ADD COLUMN device_text TEXT;\n",
 };
 
 _Static_assert(sizeof migrations / sizeof migrations[0] == STORE_SCHEMA_VERSION,
@@ -224,7 +228,8 @@ enum stmt_id {
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_RUN_BEGIN] =
         "INSERT INTO runs (run_id, campaign, config_path, config_text, tool_version,"
-        " seed, host, started_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+        " seed, host, started_at, status, device_path, device_text)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
     [ST_RUN_END] = "UPDATE runs SET ended_at = ?, status = ? WHERE run_id = ?",
     /* ON CONFLICT (key) DO NOTHING rather than INSERT OR IGNORE: it skips only
      * an existing key, while a NOT NULL or CHECK violation stays an error
@@ -546,6 +551,8 @@ int store_run_begin(store *s, const store_run *run, int64_t *run_id, apx_error *
         sqlite3_bind_int64(st, 6, u64_to_i64(run->seed));
         sqlite3_bind_text(st, 7, host, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 8, now, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 9, run->device_path, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 10, run->device_text, -1, SQLITE_STATIC);
         int step = sqlite3_step(st);
         if (step == SQLITE_DONE) *run_id = id;
         else if (step != SQLITE_CONSTRAINT || attempt == 3) rc = db_fail(s, err, "recording a run");
@@ -1244,7 +1251,7 @@ int store_merge(store *s, const char *shard_path, int64_t *added, apx_error *err
         "INSERT OR IGNORE INTO main.eval_costs SELECT * FROM shard.eval_costs",
         "INSERT OR IGNORE INTO main.model_metrics SELECT * FROM shard.model_metrics",
     };
-    _Static_assert(sizeof copy / sizeof copy[0] == 7 && STORE_SCHEMA_VERSION == 3,
+    _Static_assert(sizeof copy / sizeof copy[0] == 7 && STORE_SCHEMA_VERSION == 4,
                    "store_merge copies every table of the schema");
     rc = exec_sql(s, "BEGIN IMMEDIATE", "starting the merge", err);
     for (size_t i = 0; rc == APX_OK && i < sizeof copy / sizeof copy[0]; i++) {

@@ -29,7 +29,7 @@
 
 #include "error.h"
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 /* A handle may be shared by threads: calls on it are serialized. */
 typedef struct store store;
@@ -54,6 +54,8 @@ typedef struct store_run {
     const char *config_text;   /* the exact YAML text */
     const char *tool_version;
     uint64_t seed;
+    const char *device_path;   /* the device file the config names, or NULL */
+    const char *device_text;   /* that file's exact text, or NULL */
 } store_run;
 
 /* Inserts a run row (host and started_at filled in here); returns its id. */

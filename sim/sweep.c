@@ -919,7 +919,9 @@ int sweep_run(const sweep_plan *p, const char *db_path, const char *config_text,
         }
     }
     stats->jobs_total = in_shard;
-    store_run run = {p->name, p->config_path, config_text, APXSIM_VERSION, p->seed};
+    store_run run = {p->name, p->config_path, config_text, APXSIM_VERSION, p->seed,
+                     p->device_doc ? cfg_find(cfg_root(p->doc), "device")->scalar : NULL,
+                     p->device_doc ? cfg_text(p->device_doc) : NULL};
     if ((rc = store_run_begin(P.db, &run, &P.run_id, err))) goto out;
     stats->run_id = P.run_id;
     pthread_mutex_init(&P.lock, NULL);

@@ -386,6 +386,10 @@ static void test_device_file(void) {
     CU_ASSERT_EQUAL(test_run(a, sizeof a, q, a_db), 0);
     CU_ASSERT_EQUAL(test_run(b, sizeof b, q, b_db), 0);
     CU_ASSERT_STRING_EQUAL(a, b);
+    /* the run keeps the device file's path and exact text */
+    CU_ASSERT_EQUAL(test_run(a, sizeof a, APXSIM " query %s --format csv --sql 'SELECT "
+                                          "device_text FROM runs'", a_db), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a, "name: flips"));
     snprintf(text, sizeof text,
              "name: d\noutput: x.db\nworkload:\n  model: %s\n  data_dir: %s\n"
              "device: /nonexistent/dev.yaml\noperating_points:\n  ber: 0\n", model_path, data_dir);

@@ -116,7 +116,7 @@ static void test_fresh_database(void) {
     const char *path = test_db_path("fresh.db");
     store *s = open_ok(path);
     CU_ASSERT_EQUAL(store_schema_version(s), STORE_SCHEMA_VERSION);
-    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n3\r\n"));
+    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n4\r\n"));
     CU_ASSERT(query_equals(s, "PRAGMA journal_mode", "journal_mode\r\nwal\r\n"));
     CU_ASSERT(query_equals(s, "PRAGMA application_id", "application_id\r\n1095784531\r\n"));
     CU_ASSERT(query_equals(s, "PRAGMA foreign_keys", "foreign_keys\r\n1\r\n"));
@@ -480,8 +480,8 @@ static void test_foreign_sqlite_refused(void) {
 static void test_newer_version_refused(void) {
     const char *path = test_db_path("newer.db");
     store_close(open_ok(path));
-    make_sqlite_file(path, "PRAGMA user_version = 4;");
-    assert_refused(path, "was written by a newer apxsim (schema 4, this build knows 3)");
+    make_sqlite_file(path, "PRAGMA user_version = 5;");
+    assert_refused(path, "was written by a newer apxsim (schema 5, this build knows 4)");
 }
 
 static void test_garbage_refused(void) {
@@ -546,7 +546,7 @@ static void test_readonly_refuses_writes(void) {
     e.eval_key = "k2";
     CU_ASSERT_NOT_EQUAL(put(s, &e, &inserted, &err), APX_OK);
     CU_ASSERT(query_equals(s, "SELECT count(*) AS n FROM evaluations", "n\r\n1\r\n"));
-    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n3\r\n"));
+    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n4\r\n"));
     CU_ASSERT(query_equals(s, "SELECT label FROM operating_points", "label\r\nber\r\n"));
     store_close(s);
 }
@@ -743,7 +743,7 @@ static void test_migrate_v1(void) {
      * there, and a layer row can be added to the old evaluation's key. */
     s = open_ok(path);
     CU_ASSERT_EQUAL(store_schema_version(s), STORE_SCHEMA_VERSION);
-    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n3\r\n"));
+    CU_ASSERT(query_equals(s, "PRAGMA user_version", "user_version\r\n4\r\n"));
     CU_ASSERT(query_equals(s, row_sql, row));
     CU_ASSERT_EQUAL(count_rows(s, "runs"), 1);
     CU_ASSERT_EQUAL(count_rows(s, "op_knobs"), 1);
