@@ -189,7 +189,14 @@ static int check_list(const char *list, const char *const *names, int count, con
         size_t len = e ? (size_t)(e - p) : strlen(p);
         int ok = 0;
         for (int i = 0; i < count; i++) ok |= strlen(names[i]) == len && !strncmp(p, names[i], len);
-        if (!ok) return apx_fail(err, APX_EINPUT, "unknown %s '%.*s'", what, (int)len, p);
+        if (!ok) {
+            char names_list[128] = "";
+            for (int i = 0; i < count; i++)
+                snprintf(names_list + strlen(names_list), sizeof names_list - strlen(names_list),
+                         "%s%s", i ? ", " : "", names[i]);
+            return apx_fail(err, APX_EINPUT, "unknown %s '%.*s' (%s)", what, (int)len, p,
+                            names_list);
+        }
         if (!e) break;
         p = e + 1;
     }
