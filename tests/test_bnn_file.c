@@ -1130,7 +1130,8 @@ static void test_v3_hostile(void) {
     expect_field(buf, len, rec1, BNN_CONV_B1, "kind 7, expected 2 (BIN) or 5 (CONV_BIN)");
     expect_field(buf, len, rec2, BNN_DENSE_B1, "kind 6, expected 3 (OUT)");
     /* a conv first layer must find the model input's geometry in its record */
-    expect_field(buf, len, rec0, BNN_CONV_B1, "layer 0 (byte 124): input 1x1x21 (in_h x in_w x in_c), expected 3x7x1");
+    expect_field(buf, len, rec0, BNN_CONV_B1,
+                 "layer 0 (byte 124): input 1x1x21 (in_h x in_w x in_c), expected 3x7x1");
     /* relabelled: version 2 has 100-byte headers, and no B1 kinds */
     expect_field(buf, len, OFF_VERSION, 2, "byte 12: header size 104, expected 100 for version 2");
     corruption_sweep(buf, len, V3_OFF_LAYER0 + REC, 96);

@@ -384,8 +384,10 @@ bnn_workspace *bnn_workspace_new(const bnn_model *m) {
     for (int k = BNN_KERNEL_PORTABLE; k <= BNN_KERNEL_AVX512 && is_u8(L0->kind); k++) {
         const kern_ops *K = kern_get((enum bnn_kernel)k);
         if (!kern_cpu_has((enum bnn_kernel)k)) continue;
-        if (K->u8_scratch(L0->in, scratch_rows) > scratch) scratch = K->u8_scratch(L0->in, scratch_rows);
-        if (K->u8_aux && K->u8_aux(L0->in, L0->out) > aux) aux = K->u8_aux(L0->in, L0->out);
+        size_t sk = K->u8_scratch(L0->in, scratch_rows);
+        size_t ak = K->u8_aux ? K->u8_aux(L0->in, L0->out) : 0;
+        if (sk > scratch) scratch = sk;
+        if (ak > aux) aux = ak;
     }
     ws->act[0] = alloc64(BNN_BATCH * ws->aw * 8);
     ws->act[1] = alloc64(BNN_BATCH * ws->aw * 8);
@@ -400,8 +402,8 @@ bnn_workspace *bnn_workspace_new(const bnn_model *m) {
     ws->neg = alloc64(thr_ints * 4);
     ws->dirmask = alloc64(dir_words * 8);
     ws->cls = alloc64(cls_bytes);
-    if (!ws->act[0] || !ws->act[1] || !ws->xin || !ws->cols || !ws->pbits || !ws->scores || !ws->scratch ||
-        !ws->aux || !ws->il || !ws->thr || !ws->neg || !ws->dirmask || !ws->cls)
+    if (!ws->act[0] || !ws->act[1] || !ws->xin || !ws->cols || !ws->pbits || !ws->scores ||
+        !ws->scratch || !ws->aux || !ws->il || !ws->thr || !ws->neg || !ws->dirmask || !ws->cls)
         goto fail;
     /* border classes depend on the shape only */
     for (uint32_t l = 0; l < nl; l++) {
@@ -590,7 +592,8 @@ static void pool_bits(const bnn_layer *L, const uint64_t *pb, size_t cw, const u
 }
 
 /* One conv layer on one image: in is pixels (HWC bytes) for BNN_CONV_U8 and
- * a bit map for BNN_CONV_BIN and BNN_CONV_B1 (its binarized pixels); out receives the pooled, thresholded bit map. */
+ * a bit map for BNN_CONV_BIN and BNN_CONV_B1 (the binarized pixels); out
+ * receives the pooled, thresholded bit map. */
 static void conv_image(const bnn_layer *L, const kern_layer *k, const uint8_t *cls,
                        const uint64_t *dm, const kern_ops *K, bnn_workspace *ws, const void *in,
                        uint64_t *out) {
