@@ -25,11 +25,16 @@ static const char bench_help[] =
     "shipped model on the whole Fashion-MNIST test set is timed end to end\n"
     "(fault map, injection and inference), on 1 thread and on all cores.\n"
     "\n"
-    "Networks: lfc (FINN LFC 784-1024-1024-1024-10), sfc (784-256-256-256-10),\n"
-    "fc (784-2048-2048-10), vgg3 (the Fashion-MNIST CNN), random weights.\n"
+    "Networks (random weights): lfc (FINN LFC 784-1024-1024-1024-10) and sfc\n"
+    "(784-256-256-256-10) on binarized pixels (p >= 128 is +1), as FINN runs them;\n"
+    "lfc-u8 and sfc-u8, the same with an exact 8-bit first layer; fc\n"
+    "(784-2048-2048-10) and vgg3 (the Fashion-MNIST CNN) on 8-bit pixels. A first\n"
+    "layer on binarized pixels counts as a binary layer (LFC: 46,240 words), an\n"
+    "8-bit one as a binary layer of the same shape (an equivalent rate).\n"
     "\n"
     "Options:\n"
-    "      --models LIST   comma-separated subset of lfc,sfc,fc,vgg3 (default all)\n"
+    "      --models LIST   comma-separated subset of lfc,sfc,lfc-u8,sfc-u8,fc,vgg3\n"
+    "                      (default all)\n"
     "      --kernels LIST  subset of portable,avx2,avx512 (default: all the CPU has)\n"
     "      --clock GHZ     clock for the ceiling (default: /proc/cpuinfo, else 3.0)\n"
     "      --seconds S     minimum length of one timed run (default 0.25)\n"
@@ -45,7 +50,7 @@ static const char bench_help[] =
     "  -h, --help          show this help\n"
     "\n"
     "Example:\n"
-    "  apxsim bench --models lfc --kernels avx512,portable --json\n";
+    "  apxsim bench --models lfc,lfc-u8 --kernels avx512,portable --json\n";
 
 typedef struct eval_timing {
     uint32_t threads;

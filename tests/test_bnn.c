@@ -6,6 +6,7 @@
  * and z_c = (s_c + Z) / 2 (h >= 3). A constant neuron (threshold beyond the
  * reachable range) lets a test choose a layer's outputs directly. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -661,7 +662,13 @@ static void test_eval_range_wide(void) {
 
 /* ---- (e) convolutional layers ------------------------------------------------ */
 
-/* The naive reference: int64 arithmetic on explicit maps. A conv layer pads
+static int kind_is_conv(uint32_t k) {
+    return k == BNN_CONV_U8 || k == BNN_CONV_BIN || k == BNN_CONV_B1;
+}
+
+/* The naive reference: int64 arithmetic on explicit maps. The input map is
+ * the pixels, or for a binarized input (B1 first layer) +1 where the pixel
+ * is >= in_threshold and -1 elsewhere. A conv layer pads
  * its input map with a ring of zeros (PyTorch's zero padding of +-1 values
  * or pixels), sums w * x over all 3x3 x C taps, max-pools a (2x2, stride 2,
  * odd row/column dropped), then applies the folded threshold. A dense layer
@@ -672,15 +679,17 @@ static int ref_net(const bnn_model *m, const uint64_t *image, const uint8_t *px,
     uint32_t H = m->in_rows, W = m->in_cols, C = m->in_channels;
     size_t cap = (size_t)H * W * C;
     for (uint32_t l = 0; l < m->n_layers; l++) {
-        size_t o = (size_t)m->layers[l].out * (m->layers[l].kind >= BNN_CONV_U8 ? H * W : 1);
+        size_t o = (size_t)m->layers[l].out * (kind_is_conv(m->layers[l].kind) ? H * W : 1);
         if (o > cap) cap = o;
     }
     int64_t *x = malloc(cap * sizeof *x), *y = malloc(cap * sizeof *y);
-    for (size_t i = 0; i < (size_t)H * W * C; i++) x[i] = px[i];
+    int b1 = m->layers[0].kind == BNN_DENSE_B1 || m->layers[0].kind == BNN_CONV_B1;
+    for (size_t i = 0; i < (size_t)H * W * C; i++)
+        x[i] = b1 ? (px[i] >= m->in_threshold ? 1 : -1) : px[i];
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const bnn_layer *L = &m->layers[l];
         const uint64_t *wt = image + L->offset;
-        if (L->kind == BNN_CONV_U8 || L->kind == BNN_CONV_BIN) {
+        if (kind_is_conv(L->kind)) {
             /* explicit zero-padded copy */
             uint32_t Hp = H + 2, Wp = W + 2;
             int64_t *pad = calloc((size_t)Hp * Wp * C, sizeof *pad);
@@ -797,6 +806,23 @@ static void test_create_layers(void) {
     CU_ASSERT(m.layers[0].in == 27 && m.layers[1].in_c == 70 && m.layers[1].in_h == 2 &&
               m.layers[1].in_w == 3 && m.layers[1].in == 630 && m.layers[1].words == 10);
     CU_ASSERT(m.layers[2].in == 2 * 3 * 5);
+    CU_ASSERT_EQUAL(m.in_threshold, 0); /* 8-bit input: no threshold */
+    bnn_free(&m);
+
+    /* binarized inputs chain like the 8-bit kinds and get FINN's threshold */
+    bnn_layer_spec odd_b1[] = {{BNN_CONV_B1, 70, 2}, {BNN_CONV_BIN, 5, 1}, {BNN_DENSE_OUT, 4, 0}};
+    CU_ASSERT_EQUAL_FATAL(bnn_create_layers(&m, "o1", 5, 7, 3, 3, odd_b1, &err), APX_OK);
+    CU_ASSERT(m.layers[0].kind == BNN_CONV_B1 && m.layers[0].in == 27 && m.layers[0].in_c == 3 &&
+              m.layers[0].in_h == 5 && m.layers[0].in_w == 7 && m.layers[0].words == 1);
+    CU_ASSERT(m.layers[1].in == 630 && m.layers[2].in == 2 * 3 * 5);
+    CU_ASSERT(m.layers[0].threshold && m.layers[0].direction[69] == 1);
+    CU_ASSERT_EQUAL(m.in_threshold, BNN_IN_THRESHOLD_FINN);
+    bnn_free(&m);
+    bnn_layer_spec lfc[] = {{BNN_DENSE_B1, 1024, 1}, {BNN_DENSE_BIN, 1024, 1},
+                            {BNN_DENSE_BIN, 1024, 1}, {BNN_DENSE_OUT, 10, 1}};
+    CU_ASSERT_EQUAL_FATAL(bnn_create_layers(&m, "lfc", 28, 28, 1, 4, lfc, &err), APX_OK);
+    CU_ASSERT(m.layers[0].in == 784 && m.layers[0].words == 13 && m.in_threshold == 128);
+    CU_ASSERT_EQUAL(m.image_words, 1024 * 13 + 2 * 1024 * 16 + 10 * 16);
     bnn_free(&m);
 
     struct { bnn_layer_spec s[3]; uint32_t n, h, w; const char *msg; } bad[] = {
@@ -807,6 +833,11 @@ static void test_create_layers(void) {
         {{{BNN_CONV_U8, 4, 1}, {BNN_CONV_BIN, 2, 1}}, 2, 4, 4, "kind"},
         {{{BNN_CONV_U8, 0, 1}, {BNN_DENSE_OUT, 2, 1}}, 2, 4, 4, "width 0"},
         {{{BNN_DENSE_U8, 4, 2}, {BNN_DENSE_OUT, 2, 1}}, 2, 4, 4, "no pooling"},
+        /* binarized-input kinds are first layers only */
+        {{{BNN_DENSE_U8, 4, 1}, {BNN_DENSE_B1, 4, 1}, {BNN_DENSE_OUT, 2, 1}}, 3, 4, 4, "kind 6"},
+        {{{BNN_CONV_B1, 4, 1}, {BNN_CONV_B1, 4, 1}, {BNN_DENSE_OUT, 2, 1}}, 3, 4, 4, "kind 7"},
+        {{{BNN_DENSE_B1, 4, 1}, {BNN_DENSE_B1, 2, 1}}, 2, 4, 4, "kind 6"},
+        {{{BNN_DENSE_B1, 4, 2}, {BNN_DENSE_OUT, 2, 1}}, 2, 4, 4, "no pooling"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err.msg[0] = 0;
@@ -944,6 +975,174 @@ static void test_vgg3_runs(void) {
     bnn_free(&m);
 }
 
+/* ---- (f) binarized inputs ------------------------------------------------- */
+
+/* One thread's share of an evaluation: samples [begin, end) with its own
+ * workspace. */
+typedef struct eval_slice {
+    const bnn_model *m;
+    const uint64_t *image;
+    const dataset *d;
+    uint32_t begin, end;
+    uint8_t *pred; /* indexed from 0 = sample 0 */
+    size_t correct;
+    int ok;
+} eval_slice;
+
+static void *eval_slice_run(void *arg) {
+    eval_slice *e = arg;
+    bnn_workspace *ws = bnn_workspace_new(e->m);
+    if (!ws) return NULL;
+    e->correct = bnn_eval_range(e->m, e->image, e->d, e->begin, e->end, ws, e->pred + e->begin);
+    e->ok = 1;
+    bnn_workspace_free(ws);
+    return NULL;
+}
+
+/* Evaluates all of d on `threads` threads (contiguous ranges, one workspace
+ * each, run at the same time); returns the correct count, -1 on failure. */
+static long eval_threads(const bnn_model *m, const uint64_t *image, const dataset *d,
+                         int threads, uint8_t *pred) {
+    eval_slice sl[3];
+    pthread_t tid[3];
+    long correct = 0;
+    for (int t = 0; t < threads; t++) {
+        sl[t] = (eval_slice){m, image, d, d->n * (uint32_t)t / (uint32_t)threads,
+                             d->n * (uint32_t)(t + 1) / (uint32_t)threads, pred, 0, 0};
+        if (pthread_create(&tid[t], NULL, eval_slice_run, &sl[t])) return -1;
+    }
+    for (int t = 0; t < threads; t++) {
+        pthread_join(tid[t], NULL);
+        if (!sl[t].ok) return -1;
+        correct += (long)sl[t].correct;
+    }
+    return correct;
+}
+
+/* First layers on binarized pixels (BNN_DENSE_B1, BNN_CONV_B1) on random
+ * shapes: fan-ins that are not multiples of 64 (and one of 784 = 28 x 28),
+ * 1 to 3 channels, thresholds 1, 255, 128 and random, a quarter of the
+ * pixels exactly at the threshold and some just below it. Every image
+ * against ref_net (a plain +-1 dot product per neuron, the threshold test
+ * p >= t, folded thresholds with direction): bnn_classify's scores exactly,
+ * and bnn_eval_range's predictions with every kernel the CPU has on 1, 2
+ * and 3 threads, for the clean image, one with every padding bit set and a
+ * faulty one. The reference with threshold t + 1 must disagree often, so a
+ * kernel that tested p > t would fail. */
+static void test_b1_matches_reference(void) {
+    static const uint32_t widths[] = {1, 5, 63, 64, 65, 70, 130};
+    static const uint32_t chans[] = {1, 3, 64, 70};
+    long images = 0, wrong = 0, score_wrong = 0, pad_wrong = 0, fault_wrong = 0;
+    long count_wrong = 0, evals = 0, off_by_one = 0, faulty_differs = 0;
+    for (uint32_t t = 0; t < 24; t++) {
+        rng_stream s = stream(9, t);
+        int conv = t % 2;
+        uint32_t H = (uint32_t)uniform_int(&s, 1, conv ? 9 : 30);
+        uint32_t W = (uint32_t)uniform_int(&s, 1, conv ? 9 : 30);
+        uint32_t C0 = (uint32_t)uniform_int(&s, 1, 3);
+        if (t == 0) H = W = 28, C0 = 1;
+        bnn_layer_spec spec[6];
+        uint32_t nl = 0, h = H, w = W;
+        if (conv) {
+            uint32_t nconv = (uint32_t)uniform_int(&s, 1, 2);
+            for (uint32_t c = 0; c < nconv; c++) {
+                uint32_t pool = (h >= 2 && w >= 2 && rng_u32(&s) % 2) ? 2 : 1;
+                spec[nl++] = (bnn_layer_spec){c == 0 ? BNN_CONV_B1 : BNN_CONV_BIN,
+                                              chans[rng_below(&s, 4)], pool};
+                h /= pool;
+                w /= pool;
+            }
+        } else {
+            spec[nl++] = (bnn_layer_spec){BNN_DENSE_B1, widths[rng_below(&s, 7)], 1};
+        }
+        uint32_t hidden = (uint32_t)uniform_int(&s, 0, 2);
+        for (uint32_t k = 0; k < hidden; k++)
+            spec[nl++] = (bnn_layer_spec){BNN_DENSE_BIN, widths[rng_below(&s, 7)], 1};
+        spec[nl++] = (bnn_layer_spec){BNN_DENSE_OUT, (uint32_t)uniform_int(&s, 2, 8), 1};
+        bnn_model m;
+        apx_error err;
+        CU_ASSERT_EQUAL_FATAL(bnn_create_layers(&m, "b1", H, W, C0, nl, spec, &err), APX_OK);
+        CU_ASSERT_EQUAL(m.in_threshold, BNN_IN_THRESHOLD_FINN);
+        static const uint32_t fixed_t[] = {1, 255, 128};
+        m.in_threshold = t < 3 ? fixed_t[t] : (uint32_t)uniform_int(&s, 1, 255);
+        randomize_weights(&m, &s);
+        conv_thresholds(&m, &s);
+
+        enum { N = 41 };
+        size_t npx = (size_t)H * W * C0;
+        dataset d = {.n = N, .rows = H, .cols = W * C0, .n_classes = m.n_classes};
+        d.pixels = malloc(N * npx);
+        d.labels = malloc(N);
+        uint32_t thr = m.in_threshold;
+        for (size_t i = 0; i < N * npx; i++) {
+            uint32_t r = rng_u32(&s) % 8;
+            d.pixels[i] = r < 2 ? (uint8_t)thr : r == 2 ? (uint8_t)(thr - 1) : (uint8_t)rng_u32(&s);
+        }
+        uint64_t *padded = padded_copy(&m, m.image);
+        uint64_t *faulty = malloc(m.image_words * sizeof *faulty);
+        memcpy(faulty, m.image, m.image_words * sizeof *faulty);
+        for (int f = 0; f < 40; f++) faulty[rng_below(&s, m.image_words)] ^= 1ull << (rng_u32(&s) % 64);
+        bnn_workspace *ws = bnn_workspace_new(&m);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(ws);
+        int want[N], want_f[N];
+        long want_correct = 0;
+        for (uint32_t i = 0; i < N; i++) {
+            int64_t ref[8], ref_f[8], ref_up[8];
+            int32_t got[8];
+            const uint8_t *px = dataset_image(&d, i);
+            want[i] = ref_net(&m, m.image, px, ref);
+            want_f[i] = ref_net(&m, faulty, px, ref_f);
+            faulty_differs += want[i] != want_f[i];
+            if (thr < 255) {
+                m.in_threshold = thr + 1;
+                ref_net(&m, m.image, px, ref_up);
+                m.in_threshold = thr;
+                int differ = 0;
+                for (uint32_t c = 0; c < m.n_classes; c++) differ |= ref_up[c] != ref[c];
+                off_by_one += differ;
+            }
+            d.labels[i] = (uint8_t)(i % 3 ? (uint32_t)want[i] : ((uint32_t)want[i] + 1) % m.n_classes);
+            want_correct += i % 3 != 0;
+            wrong += bnn_classify(&m, m.image, px, ws, got) != want[i];
+            for (uint32_t c = 0; c < m.n_classes; c++) score_wrong += got[c] != ref[c];
+            pad_wrong += bnn_classify(&m, padded, px, ws, got) != want[i];
+            for (uint32_t c = 0; c < m.n_classes; c++) pad_wrong += got[c] != ref[c];
+            fault_wrong += bnn_classify(&m, faulty, px, ws, got) != want_f[i];
+            for (uint32_t c = 0; c < m.n_classes; c++) fault_wrong += got[c] != ref_f[c];
+            images++;
+        }
+        for (int k = BNN_KERNEL_PORTABLE; k <= BNN_KERNEL_AVX512; k++) {
+            if (!bnn_kernel_supported((enum bnn_kernel)k)) continue;
+            CU_ASSERT_EQUAL_FATAL(bnn_set_kernel((enum bnn_kernel)k, &err), APX_OK);
+            for (int threads = 1; threads <= 3; threads++) {
+                uint8_t pred[N];
+                count_wrong += eval_threads(&m, m.image, &d, threads, pred) != want_correct;
+                for (uint32_t i = 0; i < N; i++) wrong += pred[i] != want[i];
+                eval_threads(&m, padded, &d, threads, pred);
+                for (uint32_t i = 0; i < N; i++) pad_wrong += pred[i] != want[i];
+                eval_threads(&m, faulty, &d, threads, pred);
+                for (uint32_t i = 0; i < N; i++) fault_wrong += pred[i] != want_f[i];
+                evals++;
+            }
+        }
+        bnn_set_kernel(BNN_KERNEL_AUTO, &err);
+        free(d.pixels);
+        free(d.labels);
+        free(padded);
+        free(faulty);
+        bnn_workspace_free(ws);
+        bnn_free(&m);
+    }
+    CU_ASSERT_EQUAL(wrong, 0);
+    CU_ASSERT_EQUAL(score_wrong, 0);
+    CU_ASSERT_EQUAL(pad_wrong, 0);
+    CU_ASSERT_EQUAL(fault_wrong, 0);
+    CU_ASSERT_EQUAL(count_wrong, 0);
+    CU_ASSERT(evals >= 24 * 3);
+    CU_ASSERT(faulty_differs > 0);
+    CU_ASSERT(off_by_one > images / 4);
+}
+
 void add_bnn_suite(void) {
     TEST_SUITE("bnn",
                {"create: layout, defaults, bad shapes", test_create_layout},
@@ -957,5 +1156,7 @@ void add_bnn_suite(void) {
                {"eval_range with a fan-in too wide for tables", test_eval_range_wide},
                {"create_layers: conv shapes, chaining, bad specs", test_create_layers},
                {"conv: random shapes equal the zero-padded reference", test_conv_matches_reference},
-               {"conv: VGG3 runs and equals the reference", test_vgg3_runs});
+               {"conv: VGG3 runs and equals the reference", test_vgg3_runs},
+               {"binarized input: random shapes equal the +-1 reference, kernels, threads",
+                test_b1_matches_reference});
 }

@@ -7,7 +7,10 @@
  * truncated and hand-edited copies (with the CRC recomputed, as a buggy
  * writer would produce) must all be refused without touching the output
  * model. Version 1 files, written here by a reference encoder that follows
- * the format page, must still be read, and hash as they always did. */
+ * the format page, must still be read, and hash as they always did.
+ * Models on binarized pixels (first layer B1 or CONV_B1) are written as
+ * version 3, whose header adds the input threshold; the same properties are
+ * checked for them, plus the threshold's and the new kinds' own rules. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +37,8 @@ static const uint32_t widths[] = {ROWS * COLS, 70, 65, 10};
 #define REC 36 /* layer record */
 #define V1_OFF_LAYER0 96
 #define V1_REC 20
+#define OFF_THRESHOLD 100 /* version 3 */
+#define V3_OFF_LAYER0 104
 
 /* The convolutional test model: 7x5x3 input; conv 6 pool 2 -> 3x2x6;
  * conv 5 pool 1 -> 3x2x5 = 30; dense 9; output 4. */
@@ -89,7 +94,8 @@ static void random_conv_model(bnn_model *m, const char *name, uint64_t seed) {
 static int models_equal(const bnn_model *a, const bnn_model *b) {
     if (strcmp(a->name, b->name) || a->in_rows != b->in_rows || a->in_cols != b->in_cols ||
         a->in_channels != b->in_channels || a->n_classes != b->n_classes ||
-        a->n_layers != b->n_layers || a->image_words != b->image_words)
+        a->n_layers != b->n_layers || a->image_words != b->image_words ||
+        a->in_threshold != b->in_threshold)
         return 0;
     if (memcmp(a->image, b->image, a->image_words * sizeof *a->image)) return 0;
     for (uint32_t l = 0; l < a->n_layers; l++) {
@@ -133,7 +139,7 @@ static void put_le64(uint8_t *p, uint64_t v) {
 
 /* Version 1 of a dense model, written field by field as the version 1
  * table of docs/bnn-format.md describes it (independently of the library's
- * writer, which only writes version 2). */
+ * writer, which never writes version 1). */
 static uint8_t *encode_v1(const bnn_model *m, size_t *len) {
     size_t n = V1_OFF_LAYER0 + 4;
     for (uint32_t l = 0; l < m->n_layers; l++) {
@@ -519,9 +525,9 @@ static void test_magic_and_version(void) {
     ASSERT_HAS(expect_refused(idx, sizeof idx), "bad magic");
     /* newer version: refused as such, whether or not its CRC agrees */
     memcpy(copy, buf, len);
-    put_le32(copy + OFF_VERSION, 3);
+    put_le32(copy + OFF_VERSION, 4);
     ASSERT_HAS(expect_refused(copy, len),
-               "written by a newer apxsim (format version 3; this build reads versions 1 to 2)");
+               "written by a newer apxsim (format version 4; this build reads versions 1 to 3)");
     fix_crc(copy, len);
     ASSERT_HAS(expect_refused(copy, len), "written by a newer apxsim");
     /* even if its layout is entirely different (shorter than a v1 header) */
@@ -1009,6 +1015,214 @@ static void test_file_errors(void) {
     bnn_free(&good);
 }
 
+/* ---- version 3: binarized inputs ------------------------------------------ */
+
+/* The dense and conv test models with their first layer on binarized
+ * pixels, and a given input threshold. */
+static const bnn_layer_spec b1_spec[] = {
+    {BNN_DENSE_B1, 70, 1}, {BNN_DENSE_BIN, 65, 1}, {BNN_DENSE_OUT, 10, 1}};
+static const bnn_layer_spec conv_b1_spec[] = {
+    {BNN_CONV_B1, 6, 2}, {BNN_CONV_BIN, 5, 1}, {BNN_DENSE_BIN, 9, 1}, {BNN_DENSE_OUT, 4, 1}};
+
+static void random_b1_model(bnn_model *m, const char *name, uint64_t seed, int conv,
+                            uint32_t threshold) {
+    apx_error err = {0};
+    int rc = conv ? bnn_create_layers(m, name, CH, CW, CC, CONV_LAYERS, conv_b1_spec, &err)
+                  : bnn_create_layers(m, name, ROWS, COLS, 1, N_LAYERS, b1_spec, &err);
+    if (rc) fprintf(stderr, "\n  bnn_create_layers: %s\n", err.msg);
+    CU_ASSERT_EQUAL_FATAL(rc, APX_OK);
+    CU_ASSERT_EQUAL(m->in_threshold, 128); /* the FINN default */
+    randomize(m, seed);
+    m->in_threshold = threshold;
+}
+
+/* A version 3 copy of a version 2 file: the threshold field inserted at
+ * byte 100, version and header size changed, CRC recomputed. */
+static uint8_t *to_v3(const uint8_t *v2, size_t len, uint32_t threshold, size_t *len3) {
+    uint8_t *b = malloc(len + 4);
+    memcpy(b, v2, OFF_LAYER0);
+    put_le32(b + OFF_VERSION, 3);
+    put_le32(b + 12, 104);
+    put_le32(b + OFF_THRESHOLD, threshold);
+    memcpy(b + V3_OFF_LAYER0, v2 + OFF_LAYER0, len - OFF_LAYER0);
+    *len3 = len + 4;
+    fix_crc(b, *len3);
+    return b;
+}
+
+/* Binarized-input models are written as version 3 at the documented
+ * offsets, round trip exactly (threshold included) through memory and
+ * files, canonically; their files are 4 bytes longer than the version 2
+ * file of the same model on 8-bit pixels would be. */
+static void test_v3_round_trip(void) {
+    static const uint32_t thresholds[] = {128, 1, 255, 77};
+    apx_error err = {0};
+    for (int conv = 0; conv < 2; conv++)
+        for (int k = 0; k < 4; k++) {
+            bnn_model m, back;
+            random_b1_model(&m, conv ? "b1-conv" : "b1-fc", 20 + (uint64_t)k, conv, thresholds[k]);
+            size_t len, len2, len8;
+            uint8_t *buf = encode(&m, &len);
+            CU_ASSERT_EQUAL(get_le32(buf + OFF_VERSION), 3);
+            CU_ASSERT_EQUAL(get_le32(buf + 12), 104);
+            CU_ASSERT_EQUAL(get_le32(buf + OFF_IN_CHANNELS), conv ? CC : 1);
+            CU_ASSERT_EQUAL(get_le32(buf + OFF_THRESHOLD), thresholds[k]);
+            CU_ASSERT_EQUAL(get_le32(buf + V3_OFF_LAYER0), conv ? BNN_CONV_B1 : BNN_DENSE_B1);
+            CU_ASSERT_EQUAL(get_le32(buf + V3_OFF_LAYER0 + 4), conv ? 9 * CC : ROWS * COLS);
+            CU_ASSERT_EQUAL(get_le32(buf + V3_OFF_LAYER0 + 32), conv ? 2 : 1);
+            uint64_t w0 = 0; /* layer 0's first weight word follows its record */
+            for (int i = 7; i >= 0; i--) w0 = w0 << 8 | buf[V3_OFF_LAYER0 + REC + i];
+            CU_ASSERT_EQUAL(w0, m.image[0]);
+            CU_ASSERT_EQUAL_FATAL(bnn_decode(buf, len, "mem", &back, &err), APX_OK);
+            CU_ASSERT(models_equal(&m, &back));
+            CU_ASSERT_EQUAL(back.in_threshold, thresholds[k]);
+            uint8_t *buf2 = encode(&back, &len2);
+            CU_ASSERT(len2 == len && memcmp(buf, buf2, len) == 0);
+            free(buf2);
+            bnn_free(&back);
+            /* the same weights on 8-bit pixels: version 2, 4 bytes shorter */
+            m.layers[0].kind = conv ? BNN_CONV_U8 : BNN_DENSE_U8;
+            m.in_threshold = 0;
+            uint8_t *b8 = encode(&m, &len8);
+            CU_ASSERT_EQUAL(get_le32(b8 + OFF_VERSION), 2);
+            CU_ASSERT_EQUAL(len8 + 4, len);
+            free(b8);
+            m.layers[0].kind = conv ? BNN_CONV_B1 : BNN_DENSE_B1;
+            m.in_threshold = thresholds[k];
+            /* through a file */
+            const char *path = test_path("b1.bnn");
+            CU_ASSERT_EQUAL_FATAL(bnn_save(&m, path, &err), APX_OK);
+            CU_ASSERT_EQUAL_FATAL(bnn_load(path, &back, &err), APX_OK);
+            CU_ASSERT(models_equal(&m, &back));
+            bnn_free(&back);
+            free(buf);
+            bnn_free(&m);
+        }
+    CU_ASSERT_FALSE(temp_files_left());
+}
+
+/* Hostile version 3 files: the threshold out of range for a binarized
+ * input or present for an 8-bit one, the new kinds anywhere but the first
+ * layer or in a version 2 file, a version 3 file relabelled; and the
+ * byte-flip and truncation sweeps. A version 3 file of a model on 8-bit
+ * pixels (another writer may produce one) is read and hashes as the model. */
+static void test_v3_hostile(void) {
+    bnn_model m;
+    random_b1_model(&m, "b1-hostile", 30, 0, 128);
+    size_t len;
+    uint8_t *buf = encode(&m, &len);
+    const size_t rec0 = V3_OFF_LAYER0, rec1 = rec0 + REC + 70 * 8 + 70 * 4 + 72;
+    const size_t rec2 = rec1 + REC + 65 * 2 * 8 + 65 * 4 + 68;
+    CU_ASSERT_EQUAL(get_le32(buf + rec1), BNN_DENSE_BIN);
+    CU_ASSERT_EQUAL(get_le32(buf + rec2), BNN_DENSE_OUT);
+    expect_field(buf, len, OFF_THRESHOLD, 0,
+                 "x.bnn: byte 100: input threshold 0, expected 1..255 for a first layer on "
+                 "binarized pixels (kind 6, B1)");
+    expect_field(buf, len, OFF_THRESHOLD, 256, "input threshold 256, expected 1..255");
+    expect_field(buf, len, OFF_THRESHOLD, 0xffffffffu, "input threshold 4294967295");
+    expect_field(buf, len, rec0, BNN_DENSE_U8,
+                 "byte 100: input threshold 128, expected 0 for a first layer on 8-bit pixels "
+                 "(kind 1, U8)");
+    expect_field(buf, len, rec0, 8,
+                 "layer 0 (byte 104): kind 8, expected 1 (U8), 4 (CONV_U8), 6 (B1) or 7 (CONV_B1)");
+    expect_field(buf, len, rec1, BNN_DENSE_B1,
+                 "layer 1 (byte 1052): kind 6, expected 2 (BIN) or 5 (CONV_BIN)");
+    expect_field(buf, len, rec1, BNN_CONV_B1, "kind 7, expected 2 (BIN) or 5 (CONV_BIN)");
+    expect_field(buf, len, rec2, BNN_DENSE_B1, "kind 6, expected 3 (OUT)");
+    /* a conv first layer must find the model input's geometry in its record */
+    expect_field(buf, len, rec0, BNN_CONV_B1,
+                 "layer 0 (byte 124): input 1x1x21 (in_h x in_w x in_c), expected 3x7x1");
+    /* relabelled: version 2 has 100-byte headers, and no B1 kinds */
+    expect_field(buf, len, OFF_VERSION, 2, "byte 12: header size 104, expected 100 for version 2");
+    corruption_sweep(buf, len, V3_OFF_LAYER0 + REC, 96);
+    truncation_sweep(buf, len);
+    free(buf);
+    bnn_free(&m);
+
+    /* the B1 kinds in version 2 files */
+    random_model(&m, "v2", 33);
+    buf = encode(&m, &len);
+    expect_field(buf, len, OFF_LAYER0, BNN_DENSE_B1,
+                 "layer 0 (byte 100): kind 6, expected 1 (U8) or 4 (CONV_U8)");
+    expect_field(buf, len, OFF_LAYER0, BNN_CONV_B1, "kind 7, expected 1 (U8) or 4 (CONV_U8)");
+    /* a version 3 file of this 8-bit model: read, and it is the same model
+     * (same hash; written back as version 2) */
+    size_t len3;
+    uint8_t *v3 = to_v3(buf, len, 0, &len3);
+    bnn_model back;
+    apx_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(bnn_decode(v3, len3, "v3.bnn", &back, &err), APX_OK);
+    CU_ASSERT(models_equal(&m, &back));
+    char h0[17], h1[17];
+    bnn_hash_hex(&m, h0);
+    bnn_hash_hex(&back, h1);
+    CU_ASSERT_STRING_EQUAL(h0, h1);
+    size_t len2;
+    uint8_t *again = encode(&back, &len2);
+    CU_ASSERT(len2 == len && memcmp(again, buf, len) == 0);
+    free(again);
+    bnn_free(&back);
+    free(v3);
+    /* ... but not with a threshold */
+    v3 = to_v3(buf, len, 5, &len3);
+    ASSERT_HAS(expect_refused(v3, len3), "input threshold 5, expected 0 for a first layer on 8-bit");
+    free(v3);
+    free(buf);
+
+    /* the writer refuses what the reader would, and writes nothing */
+    const char *path = test_path("bad-threshold.bnn");
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    m.in_threshold = 9; /* on an 8-bit first layer */
+    CU_ASSERT_EQUAL(bnn_encode(&m, &out, &out_len, &err), APX_EINPUT);
+    ASSERT_HAS(err.msg, "input threshold 9, expected 0");
+    CU_ASSERT_PTR_NULL(out);
+    bnn_free(&m);
+    random_b1_model(&m, "b1-zero", 34, 1, 0);
+    CU_ASSERT_EQUAL(bnn_encode(&m, &out, &out_len, &err), APX_EINPUT);
+    ASSERT_HAS(err.msg, "input threshold 0, expected 1..255");
+    CU_ASSERT_EQUAL(bnn_save(&m, path, &err), APX_EINPUT);
+    struct stat st;
+    CU_ASSERT(stat(path, &st) != 0);
+    CU_ASSERT_FALSE(temp_files_left());
+    bnn_free(&m);
+}
+
+/* A binarized-input model hashes its version 3 encoding (threshold
+ * included): the threshold and the first layer's kind are content. */
+static void test_v3_hash(void) {
+    bnn_model m;
+    random_b1_model(&m, "b1-hash", 40, 0, 128);
+    char h0[17], h1[17], ref[17];
+    bnn_hash_hex(&m, h0);
+    size_t len;
+    uint8_t *buf = encode(&m, &len);
+    reference_hash(buf, len, ref);
+    CU_ASSERT_STRING_EQUAL(h0, ref);
+    free(buf);
+    m.in_threshold = 129;
+    bnn_hash_hex(&m, h1);
+    CU_ASSERT_STRING_NOT_EQUAL(h0, h1);
+    m.in_threshold = 128;
+    bnn_hash_hex(&m, h1);
+    CU_ASSERT_STRING_EQUAL(h0, h1);
+    /* the same weights and thresholds on 8-bit pixels are another model */
+    m.layers[0].kind = BNN_DENSE_U8;
+    m.in_threshold = 0;
+    bnn_hash_hex(&m, h1);
+    CU_ASSERT_STRING_NOT_EQUAL(h0, h1);
+    m.layers[0].kind = BNN_DENSE_B1;
+    m.in_threshold = 128;
+    bnn_free(&m);
+    random_b1_model(&m, "b1-hash-conv", 41, 1, 200);
+    bnn_hash_hex(&m, h0);
+    buf = encode(&m, &len);
+    reference_hash(buf, len, ref);
+    CU_ASSERT_STRING_EQUAL(h0, ref);
+    free(buf);
+    bnn_free(&m);
+}
+
 void add_bnn_file_suite(void) {
     TEST_SUITE("bnn_file",
                {"round trip (memory and file)", test_round_trip},
@@ -1022,5 +1236,8 @@ void add_bnn_file_suite(void) {
                {"padding bits, directions, name padding", test_content_rules},
                {"content hash", test_hash},
                {"the shipped model: version 2, same hash", test_zoo_model},
+               {"binarized input: version 3 round trip and layout", test_v3_round_trip},
+               {"binarized input: hostile version 3 fields", test_v3_hostile},
+               {"binarized input: content hash", test_v3_hash},
                {"file errors", test_file_errors});
 }

@@ -302,6 +302,123 @@ static void test_u8_kernels(void) {
     CU_ASSERT(saturated > 100);
 }
 
+/* ---- binarized input ---------------------------------------------------------------- */
+
+/* binarize: every kernel equals bit j = (p_j >= t) on ragged lengths,
+ * unaligned sources, pixels at t - 1, t and t + 1, thresholds 1 and 255 and
+ * the out-of-range 0 (all ones) and 256+ (all zeros); bits past n are zero
+ * and no word past ceil(n / 64) is written. */
+static void test_binarize(void) {
+    static const uint32_t n_v[] = {1, 7, 31, 32, 33, 63, 64, 65, 127, 128, 129, 784, 1000};
+    static const uint32_t t_v[] = {0, 1, 2, 127, 128, 129, 254, 255, 256, 1000};
+    const kern_ops *fast[2];
+    int nf = fast_kernels(fast);
+    const kern_ops *all[3] = {&kern_portable, nf > 0 ? fast[0] : NULL, nf > 1 ? fast[1] : NULL};
+    long wrong = 0, compared = 0, ones = 0, bits = 0, at_t = 0;
+    for (uint32_t trial = 0; trial < 200; trial++) {
+        rng_stream s = stream(5, trial);
+        uint32_t n = trial % 4 == 0 ? 1 + (uint32_t)rng_below(&s, 3000) : pick(&s, n_v, 13);
+        uint32_t t = trial < 10 ? t_v[trial] : pick(&s, t_v, 10);
+        uint32_t off = (uint32_t)rng_below(&s, 4), words = (n + 63) / 64;
+        uint8_t *buf = malloc(n + off), *px = buf + off;
+        for (uint32_t j = 0; j < n; j++) {
+            uint32_t r = rng_u32(&s) % 6;
+            int v = r == 0 ? (int)t - 1 : r == 1 ? (int)t : r == 2 ? (int)t + 1 : (int)rng_u32(&s) % 256;
+            px[j] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            at_t += px[j] == t;
+        }
+        uint64_t want[48] = {0}, got[50];
+        for (uint32_t j = 0; j < n; j++) want[j / 64] |= (uint64_t)(px[j] >= t) << (j % 64);
+        for (uint32_t i = 0; i < words; i++) ones += __builtin_popcountll(want[i]);
+        bits += n;
+        for (int k = 0; k < 3 && all[k]; k++) {
+            for (int i = 0; i < 50; i++) got[i] = 0x5A5A5A5A5A5A5A5Aull;
+            all[k]->binarize(px, n, t, got);
+            wrong += memcmp(got, want, words * 8) != 0;
+            wrong += got[words] != 0x5A5A5A5A5A5A5A5Aull;
+            compared++;
+        }
+        free(buf);
+    }
+    CU_ASSERT_EQUAL(wrong, 0);
+    CU_ASSERT(compared >= 200 * (1 + nf));
+    CU_ASSERT(ones > bits / 5 && ones < bits * 4 / 5);
+    CU_ASSERT(at_t > 1000);
+}
+
+/* The first layer on binarized pixels as the driver runs it (binarize each
+ * column, then the binary kernel) against a scalar reference that never
+ * packs bits: a = sum_j w_j * (p_j >= t ? +1 : -1), thresholded with
+ * direction (ties included); every kernel, ragged fan-ins and row counts,
+ * padding weight bits set. */
+static void test_b1_layer(void) {
+    static const uint32_t rows_v[] = {1, 5, 8, 9, 16, 17, 33, 70};
+    static const uint32_t n_v[] = {1, 9, 63, 64, 65, 130, 784, 1000};
+    static const uint32_t cols_v[] = {1, 2, 7, 8, 9, 17, 32, 33};
+    const kern_ops *fast[2];
+    int nf = fast_kernels(fast);
+    const kern_ops *all[3] = {&kern_portable, nf > 0 ? fast[0] : NULL, nf > 1 ? fast[1] : NULL};
+    long a_wrong = 0, bits_wrong = 0, compared = 0, fired = 0, total = 0, ties = 0;
+    for (uint32_t trial = 0; trial < 80; trial++) {
+        rng_stream s = stream(6, trial);
+        uint32_t rows = pick(&s, rows_v, 8), n = pick(&s, n_v, 8), nc = pick(&s, cols_v, 8);
+        uint32_t t = 1 + (uint32_t)rng_below(&s, 255);
+        test_layer tl;
+        layer_make(&tl, &s, rows, n);
+        uint32_t words = tl.L.words, rows8 = tl.L.blocks * KERN_RB;
+        size_t ps = n + rng_below(&s, 3), xs = words + 1;
+        uint8_t *px = malloc((size_t)nc * ps);
+        for (size_t i = 0; i < (size_t)nc * ps; i++)
+            px[i] = rng_u32(&s) % 4 ? (uint8_t)rng_u32(&s) : (uint8_t)t;
+        int32_t *ref = malloc((size_t)nc * rows * 4);
+        for (uint32_t c = 0; c < nc; c++)
+            for (uint32_t r = 0; r < rows; r++) {
+                int32_t a = 0;
+                for (uint32_t j = 0; j < n; j++)
+                    a += (wbit(&tl, r, j) ? 1 : -1) * (px[c * ps + j] >= t ? 1 : -1);
+                ref[c * rows + r] = a;
+            }
+        set_thresholds(&tl, &s, ref, nc, 1);
+        size_t bs = (rows + 63) / 64;
+        uint64_t *want = malloc((size_t)nc * bs * 8), *got = malloc((size_t)nc * bs * 8);
+        ref_bits(&tl, ref, nc, NULL, want, bs);
+        uint64_t *x = malloc((size_t)nc * xs * 8);
+        int32_t *a = malloc((size_t)nc * rows8 * 4);
+        for (int k = 0; k < 3 && all[k]; k++) {
+            layer_for(&tl, all[k]);
+            for (uint32_t c = 0; c < nc; c++) all[k]->binarize(px + c * ps, n, t, x + c * xs);
+            kern_out oa = {a, rows8, NULL, 0, NULL, 0};
+            all[k]->bin(&tl.L, x, xs, nc, &oa);
+            for (uint32_t c = 0; c < nc; c++)
+                for (uint32_t r = 0; r < rows; r++) a_wrong += a[c * rows8 + r] != ref[c * rows + r];
+            memset(got, 0, (size_t)nc * bs * 8);
+            kern_out ob = {NULL, 0, got, bs, NULL, 0};
+            all[k]->bin(&tl.L, x, xs, nc, &ob);
+            bits_wrong += memcmp(got, want, (size_t)nc * bs * 8) != 0;
+            compared++;
+        }
+        for (uint32_t c = 0; c < nc; c++)
+            for (uint32_t r = 0; r < rows; r++) {
+                fired += want[c * bs + r / 64] >> (r % 64) & 1;
+                int32_t v = (ref[c * rows + r] ^ tl.neg[r]) - tl.neg[r];
+                ties += v == tl.thr[r];
+                total++;
+            }
+        free(px);
+        free(ref);
+        free(want);
+        free(got);
+        free(x);
+        free(a);
+        layer_free(&tl);
+    }
+    CU_ASSERT_EQUAL(a_wrong, 0);
+    CU_ASSERT_EQUAL(bits_wrong, 0);
+    CU_ASSERT(compared >= 80 * (1 + nf));
+    CU_ASSERT(fired > total / 5 && fired < total * 4 / 5);
+    CU_ASSERT(ties > 50);
+}
+
 /* ---- whole networks ---------------------------------------------------------------- */
 
 typedef struct net_case {
@@ -310,13 +427,22 @@ typedef struct net_case {
     uint64_t *faulty[2];
 } net_case;
 
-static void net_make(net_case *nc, rng_stream *s, int conv, uint32_t n_images) {
+/* Network shapes: dense or conv, first layer on 8-bit or binarized pixels. */
+enum { NET_DENSE, NET_CONV, NET_DENSE_B1, NET_CONV_B1, NET_SHAPES };
+
+static void net_make(net_case *nc, rng_stream *s, int shape, uint32_t n_images) {
     apx_error err;
     memset(nc, 0, sizeof *nc);
-    if (conv) {
-        bnn_layer_spec spec[] = {{BNN_CONV_U8, 20, 2}, {BNN_CONV_BIN, 70, 1},
-                                 {BNN_DENSE_BIN, 33, 1}, {BNN_DENSE_OUT, 7, 1}};
+    if (shape == NET_CONV || shape == NET_CONV_B1) {
+        bnn_layer_spec spec[] = {{shape == NET_CONV ? BNN_CONV_U8 : BNN_CONV_B1, 20, 2},
+                                 {BNN_CONV_BIN, 70, 1}, {BNN_DENSE_BIN, 33, 1},
+                                 {BNN_DENSE_OUT, 7, 1}};
         CU_ASSERT_EQUAL_FATAL(bnn_create_layers(&nc->m, "c", 9, 7, 2, 4, spec, &err), APX_OK);
+    } else if (shape == NET_DENSE_B1) {
+        bnn_layer_spec spec[] = {{BNN_DENSE_B1, 130, 1}, {BNN_DENSE_BIN, 65, 1},
+                                 {BNN_DENSE_OUT, 9, 1}};
+        CU_ASSERT_EQUAL_FATAL(bnn_create_layers(&nc->m, "b", 7, 10, 1, 3, spec, &err), APX_OK);
+        nc->m.in_threshold = 100;
     } else {
         uint32_t widths[] = {70, 130, 65, 9};
         CU_ASSERT_EQUAL_FATAL(bnn_create(&nc->m, "d", 7, 10, 3, widths, &err), APX_OK);
@@ -354,7 +480,8 @@ static void net_free(net_case *nc) {
     bnn_free(&nc->m);
 }
 
-/* Every kernel through bnn_eval_range on dense and conv networks, ranges
+/* Every kernel through bnn_eval_range on dense and conv networks on 8-bit
+ * and binarized pixels, ranges
  * whose lengths are not multiples of the batch (1, 31, 33, 70 images), and
  * one workspace reused across three different images in turn (clean, faulty,
  * another faulty, clean again): predictions equal bnn_classify's (portable)
@@ -362,10 +489,10 @@ static void net_free(net_case *nc) {
 static void test_networks_all_kernels(void) {
     apx_error err;
     long wrong = 0, evals = 0, faults_matter = 0;
-    for (int conv = 0; conv < 2; conv++) {
-        rng_stream s = stream(3, (uint32_t)conv);
+    for (int shape = 0; shape < NET_SHAPES; shape++) {
+        rng_stream s = stream(3, (uint32_t)shape);
         net_case nc;
-        net_make(&nc, &s, conv, 70);
+        net_make(&nc, &s, shape, 70);
         bnn_workspace *ws = bnn_workspace_new(&nc.m);
         CU_ASSERT_PTR_NOT_NULL_FATAL(ws);
         const uint64_t *images[4] = {nc.m.image, nc.faulty[0], nc.faulty[1], nc.m.image};
@@ -397,7 +524,7 @@ static void test_networks_all_kernels(void) {
         net_free(&nc);
     }
     CU_ASSERT_EQUAL(wrong, 0);
-    CU_ASSERT(evals >= 40);
+    CU_ASSERT(evals >= 80);
     CU_ASSERT(faults_matter > 0);
 }
 
@@ -426,11 +553,12 @@ static void *thread_run(void *arg) {
 }
 
 /* Two threads evaluate different images of the same model at the same time
- * with the active kernel; each gets what it gets alone. */
-static void test_threads(void) {
-    rng_stream s = stream(4, 0);
+ * with the active kernel; each gets what it gets alone (conv networks on
+ * 8-bit and on binarized pixels). */
+static void test_threads_shape(int shape) {
+    rng_stream s = stream(4, (uint32_t)shape);
     net_case nc;
-    net_make(&nc, &s, 1, 70);
+    net_make(&nc, &s, shape, 70);
     bnn_workspace *ws = bnn_workspace_new(&nc.m);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ws);
     thread_job jobs[2];
@@ -447,24 +575,45 @@ static void test_threads(void) {
     net_free(&nc);
 }
 
+static void test_threads(void) {
+    test_threads_shape(NET_CONV);
+    test_threads_shape(NET_CONV_B1);
+    test_threads_shape(NET_DENSE_B1);
+}
+
 /* ---- the benchmark library --------------------------------------------------------- */
 
 static void test_bench(void) {
     apx_error err;
     bnn_model m;
     double u8w = 0;
-    /* peers.md 3.3: LFC 46,240 and SFC 5,416 words per inference */
+    /* peers.md 3.3: LFC 46,240 and SFC 5,416 words per inference; FINN's
+     * LFC and SFC binarize the pixels (threshold 128), so their first layer
+     * is a binary layer of 784 -> 13 words; the -u8 variants count their
+     * exact 8-bit first layer the same way, as its share */
     CU_ASSERT_EQUAL_FATAL(bench_model("lfc", 1, &m, &err), APX_OK);
     CU_ASSERT_EQUAL(bench_words(&m, &u8w), 46240.0);
-    CU_ASSERT_EQUAL(u8w, 13.0 * 1024);
+    CU_ASSERT_EQUAL(u8w, 0.0);
     CU_ASSERT(m.n_layers == 4 && m.layers[2].in == 1024 && m.layers[3].out == 10);
+    CU_ASSERT(m.layers[0].kind == BNN_DENSE_B1 && m.layers[0].in == 784 && m.in_threshold == 128);
+    bnn_free(&m);
+    CU_ASSERT_EQUAL_FATAL(bench_model("lfc-u8", 1, &m, &err), APX_OK);
+    CU_ASSERT_EQUAL(bench_words(&m, &u8w), 46240.0);
+    CU_ASSERT_EQUAL(u8w, 13.0 * 1024);
+    CU_ASSERT(m.layers[0].kind == BNN_DENSE_U8 && m.in_threshold == 0);
     bnn_free(&m);
     CU_ASSERT_EQUAL_FATAL(bench_model("sfc", 1, &m, &err), APX_OK);
     CU_ASSERT_EQUAL(bench_words(&m, NULL), 5416.0);
+    CU_ASSERT_EQUAL(m.layers[0].kind, BNN_DENSE_B1);
+    bnn_free(&m);
+    CU_ASSERT_EQUAL_FATAL(bench_model("sfc-u8", 1, &m, &err), APX_OK);
+    CU_ASSERT_EQUAL(bench_words(&m, &u8w), 5416.0);
+    CU_ASSERT_EQUAL(u8w, 13.0 * 256);
     bnn_free(&m);
     CU_ASSERT_EQUAL_FATAL(bench_model("vgg3", 1, &m, &err), APX_OK);
     /* conv1 28*28*64*1 + conv2 14*14*64*9 + fc 2048*49 + out 10*32 */
     CU_ASSERT_EQUAL(bench_words(&m, &u8w), 50176.0 + 112896.0 + 100352.0 + 320.0);
+    CU_ASSERT_EQUAL(u8w, 50176.0);
     CU_ASSERT_EQUAL(m.layers[2].in, 3136);
     bnn_free(&m);
     CU_ASSERT_EQUAL(bench_model("nope", 1, &m, &err), APX_EINPUT);
@@ -477,7 +626,7 @@ static void test_bench(void) {
 
     bench_options o;
     bench_defaults(&o);
-    o.models = "sfc";
+    o.models = "sfc-u8,sfc";
     o.kernels = "portable";
     o.images = 8;
     o.min_seconds = 0.001;
@@ -488,13 +637,20 @@ static void test_bench(void) {
     enum bnn_kernel before = kern_forced();
     CU_ASSERT_EQUAL_FATAL(bench_run(&o, &r, &n, &err), APX_OK);
     CU_ASSERT_EQUAL(kern_forced(), before);
-    CU_ASSERT_EQUAL_FATAL(n, 2);
+    CU_ASSERT_EQUAL_FATAL(n, 4);
+    /* rows in the table's order (the list's order does not matter) */
     CU_ASSERT_STRING_EQUAL(r[0].model, "sfc");
+    CU_ASSERT_STRING_EQUAL(r[2].model, "sfc-u8");
     CU_ASSERT_STRING_EQUAL(r[0].kernel, "portable");
     CU_ASSERT(r[0].threads == 1 && r[1].threads == 2);
     CU_ASSERT(r[0].inferences_per_s > 0 && r[1].speedup > 0);
     CU_ASSERT_EQUAL(r[0].ceiling_words_per_ns, 16.0);
     CU_ASSERT(r[0].words_per_ns > 0 && r[0].ceiling_fraction > 0);
+    /* both count 5,416 words; only the -u8 one has an 8-bit share */
+    CU_ASSERT(r[0].words_per_inference == 5416 && r[2].words_per_inference == 5416);
+    CU_ASSERT(r[0].u8_words_per_inference == 0 && r[2].u8_words_per_inference == 13 * 256);
+    CU_ASSERT_DOUBLE_EQUAL(r[0].words_per_ns, 5416 * r[0].inferences_per_s / 1e9, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(r[0].ceiling_fraction, r[0].words_per_ns / 16.0, 1e-12);
     free(r);
     o.models = "sfc,bogus";
     CU_ASSERT_EQUAL(bench_run(&o, &r, &n, &err), APX_EINPUT);
@@ -509,6 +665,8 @@ void add_kernels_suite(void) {
                {"choice: names, refusal, forcing", test_choice},
                {"binary: every kernel equals the reference, ragged shapes", test_binary_kernels},
                {"8-bit: every kernel equals the reference, ragged shapes", test_u8_kernels},
+               {"binarize: every kernel equals p >= t, ragged and unaligned", test_binarize},
+               {"binarized first layer: every kernel equals the +-1 reference", test_b1_layer},
                {"networks: every kernel, batches and images in turn", test_networks_all_kernels},
                {"threads: concurrent evaluations are independent", test_threads},
                {"bench: shapes, words, clock, a tiny run", test_bench});

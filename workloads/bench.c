@@ -23,15 +23,19 @@ void bench_defaults(bench_options *opt) {
 
 /* ---- networks ------------------------------------------------------------------ */
 
-static const char *const model_names[] = {"lfc", "sfc", "fc", "vgg3"};
-#define N_MODELS 4
+static const char *const model_names[] = {"lfc", "sfc", "lfc-u8", "sfc-u8", "fc", "vgg3"};
+#define N_MODELS 6
 
 int bench_model(const char *name, uint64_t seed, bnn_model *m, apx_error *err) {
     bnn_layer_spec spec[5];
     uint32_t nl = 0, rows = 28, cols = 28;
-    if (strcmp(name, "lfc") == 0 || strcmp(name, "sfc") == 0) {
+    if (strcmp(name, "lfc") == 0 || strcmp(name, "sfc") == 0 || strcmp(name, "lfc-u8") == 0 ||
+        strcmp(name, "sfc-u8") == 0) {
         uint32_t w = name[0] == 'l' ? 1024 : 256;
-        spec[nl++] = (bnn_layer_spec){BNN_DENSE_U8, w, 1};
+        /* FINN binarizes the pixels (BNN_DENSE_B1); the -u8 variants keep an
+         * exact 8-bit first layer */
+        uint32_t first = strchr(name, '-') ? BNN_DENSE_U8 : BNN_DENSE_B1;
+        spec[nl++] = (bnn_layer_spec){first, w, 1};
         spec[nl++] = (bnn_layer_spec){BNN_DENSE_BIN, w, 1};
         spec[nl++] = (bnn_layer_spec){BNN_DENSE_BIN, w, 1};
     } else if (strcmp(name, "fc") == 0) {
@@ -42,8 +46,8 @@ int bench_model(const char *name, uint64_t seed, bnn_model *m, apx_error *err) {
         spec[nl++] = (bnn_layer_spec){BNN_CONV_BIN, 64, 2};
         spec[nl++] = (bnn_layer_spec){BNN_DENSE_BIN, 2048, 1};
     } else {
-        return apx_fail(err, APX_EINPUT, "unknown benchmark model '%s' (lfc, sfc, fc, vgg3)",
-                        name);
+        return apx_fail(err, APX_EINPUT,
+                        "unknown benchmark model '%s' (lfc, sfc, lfc-u8, sfc-u8, fc, vgg3)", name);
     }
     spec[nl++] = (bnn_layer_spec){BNN_DENSE_OUT, 10, 1};
     int rc = bnn_create_layers(m, name, rows, cols, 1, nl, spec, err);
@@ -59,7 +63,8 @@ int bench_model(const char *name, uint64_t seed, bnn_model *m, apx_error *err) {
         if (!L->threshold) continue;
         /* thresholds near the middle of a's distribution, so that neurons fire
          * about half the time (8-bit layers: a ~ sum of +-pixels, mean 0) */
-        double spread = sqrt((double)L->in) * (l == 0 ? 40.0 : 1.0);
+        int u8 = L->kind == BNN_DENSE_U8 || L->kind == BNN_CONV_U8;
+        double spread = sqrt((double)L->in) * (u8 ? 40.0 : 1.0);
         for (uint32_t r = 0; r < L->out; r++) {
             L->threshold[r] = (int32_t)((rng_unit(&s) * 2 - 1) * spread);
             L->direction[r] = rng_u32(&s) & 1 ? 1 : -1;
@@ -70,11 +75,12 @@ int bench_model(const char *name, uint64_t seed, bnn_model *m, apx_error *err) {
 
 double bench_words(const bnn_model *m, double *u8_words) {
     double total = 0;
+    if (u8_words) *u8_words = 0;
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const bnn_layer *L = &m->layers[l];
         double w = (double)L->out * L->words;
-        if (L->kind == BNN_CONV_U8 || L->kind == BNN_CONV_BIN) w *= (double)L->in_h * L->in_w;
-        if (l == 0 && u8_words) *u8_words = w;
+        w *= (double)L->in_h * L->in_w; /* positions of a conv layer; 1 x 1 for dense */
+        if (u8_words && (L->kind == BNN_DENSE_U8 || L->kind == BNN_CONV_U8)) *u8_words += w;
         total += w;
     }
     return total;
@@ -183,7 +189,14 @@ static int check_list(const char *list, const char *const *names, int count, con
         size_t len = e ? (size_t)(e - p) : strlen(p);
         int ok = 0;
         for (int i = 0; i < count; i++) ok |= strlen(names[i]) == len && !strncmp(p, names[i], len);
-        if (!ok) return apx_fail(err, APX_EINPUT, "unknown %s '%.*s'", what, (int)len, p);
+        if (!ok) {
+            char names_list[128] = "";
+            for (int i = 0; i < count; i++)
+                snprintf(names_list + strlen(names_list), sizeof names_list - strlen(names_list),
+                         "%s%s", i ? ", " : "", names[i]);
+            return apx_fail(err, APX_EINPUT, "unknown %s '%.*s' (%s)", what, (int)len, p,
+                            names_list);
+        }
         if (!e) break;
         p = e + 1;
     }

@@ -10,15 +10,20 @@
  *
  * Networks (random weights from sim/rng.h, random thresholds; speed does not
  * depend on the values):
- *   lfc   FINN LFC  784-1024-1024-1024-10 (facts peers.md 3.2)
- *   sfc   FINN SFC  784-256-256-256-10
- *   fc    784-2048-2048-10 (the shipped Fashion-MNIST model's shape)
- *   vgg3  conv 1->64 pool 2, conv 64->64 pool 2, FC 3136-2048, FC 2048-10
- *         on 28x28 (facts bnn.md 5)
+ *   lfc     FINN LFC  784-1024-1024-1024-10 (facts peers.md 3.2) on binarized
+ *           pixels, as FINN runs it (BNN_DENSE_B1, threshold 128)
+ *   sfc     FINN SFC  784-256-256-256-10, binarized pixels
+ *   lfc-u8  LFC with an exact 8-bit first layer (BNN_DENSE_U8)
+ *   sfc-u8  SFC with an exact 8-bit first layer
+ *   fc      784-2048-2048-10 (the shipped Fashion-MNIST model's shape, 8-bit)
+ *   vgg3    conv 1->64 pool 2, conv 64->64 pool 2, FC 3136-2048, FC 2048-10
+ *           on 28x28, 8-bit pixels (facts bnn.md 5)
  *
  * Words per inference (peers.md 3.3): one word = one 64-bit
  * popcount(w XOR x) with its accumulation, i.e. 64 binary MACs.
- *   binary dense layer   out * ceil(in / 64)
+ *   binary dense layer   out * ceil(in / 64) (a first layer on binarized
+ *                        pixels too: it is a binary layer once the pixels
+ *                        are packed, so LFC's is 1024 * 13)
  *   binary conv layer    H * W * out * ceil(9 * in_c / 64) (every position,
  *                        the full 3x3 patch, as the kernel computes it)
  *   8-bit first layer    counted like a binary layer of the same shape
@@ -45,7 +50,8 @@
 #include "bnn.h"
 
 typedef struct bench_options {
-    const char *models;     /* comma-separated subset of "lfc,sfc,fc,vgg3"; NULL = all */
+    const char *models;     /* comma-separated subset of "lfc,sfc,lfc-u8,sfc-u8,fc,vgg3";
+                               NULL = all */
     const char *kernels;    /* comma-separated subset of "portable,avx2,avx512"; NULL = all
                                the CPU has */
     double clock_ghz;       /* <= 0: from /proc/cpuinfo, else 3.0 */
@@ -59,7 +65,7 @@ typedef struct bench_options {
 void bench_defaults(bench_options *opt);
 
 typedef struct bench_result {
-    char model[16];              /* "lfc", "sfc", "fc", "vgg3" */
+    char model[16];              /* "lfc", "sfc", "lfc-u8", "sfc-u8", "fc", "vgg3" */
     char kernel[16];             /* "portable", "avx2", "avx512" */
     uint32_t threads;            /* 1 or 2 */
     uint32_t images;             /* per timed run */
@@ -67,7 +73,7 @@ typedef struct bench_result {
     double inferences_per_s;     /* images / seconds */
     double us_per_inference;     /* per image (for threads = 2: wall time / images) */
     double words_per_inference;  /* all layers, as above */
-    double u8_words_per_inference; /* the first layer's share */
+    double u8_words_per_inference; /* the 8-bit first layer's share (0 on binarized pixels) */
     double words_per_ns;         /* words_per_inference * inferences_per_s / 1e9 */
     double clock_ghz;
     const char *clock_source;    /* "option", "/proc/cpuinfo", "default 3.0 GHz" */
@@ -88,7 +94,8 @@ int bench_run(const bench_options *opt, bench_result **out, size_t *n_out, apx_e
 /* Builds a benchmark network by name with random weights and thresholds. */
 int bench_model(const char *name, uint64_t seed, bnn_model *m, apx_error *err);
 
-/* Words per inference of a model (all layers) and of its first layer, as
+/* Words per inference of a model (all layers) and, in *u8_words if not NULL,
+ * of its 8-bit first layer (0 for a first layer on binarized pixels), as
  * counted above. */
 double bench_words(const bnn_model *m, double *u8_words);
 

@@ -11,10 +11,13 @@
  * and fill it in).
  *
  * The driver. bnn_eval_range takes up to BNN_BATCH images per pass:
+ *   - a binarized-input model (B1 first layer) has each image's pixels
+ *     thresholded into bits first (kern_ops.binarize, one bit per pixel in
+ *     HWC order); from there its first layer is a binary layer like any other;
  *   - the leading convolutional layers run image by image; a convolution is
  *     im2col (each output position's 3x3 patch as one column: pixels for
- *     BNN_CONV_U8, bits for BNN_CONV_BIN) and one kernel call over all
- *     positions, so the kernel sees H*W columns per weight block;
+ *     BNN_CONV_U8, bits for BNN_CONV_BIN and BNN_CONV_B1) and one kernel call
+ *     over all positions, so the kernel sees H*W columns per weight block;
  *   - the dense layers run over the whole batch (one column per image), so a
  *     weight block loaded once serves every image of the batch.
  * Zero padding: a tap outside the image must be left out of the sum. For
@@ -48,8 +51,13 @@
 
 /* ---- model ------------------------------------------------------------- */
 
-static int is_conv(uint32_t kind) { return kind == BNN_CONV_U8 || kind == BNN_CONV_BIN; }
+static int is_conv(uint32_t kind) {
+    return kind == BNN_CONV_U8 || kind == BNN_CONV_BIN || kind == BNN_CONV_B1;
+}
 static int is_u8(uint32_t kind) { return kind == BNN_DENSE_U8 || kind == BNN_CONV_U8; }
+static int is_b1(uint32_t kind) { return kind == BNN_DENSE_B1 || kind == BNN_CONV_B1; }
+/* convolutions on bits: im2col of a bit map, border corrections */
+static int is_conv_bits(uint32_t kind) { return kind == BNN_CONV_BIN || kind == BNN_CONV_B1; }
 
 /* Output bits of a layer (conv: the pooled H x W x C map). */
 static uint64_t layer_out_bits(const bnn_layer *L) {
@@ -90,7 +98,7 @@ int bnn_create_layers(bnn_model *m, const char *name, uint32_t in_rows, uint32_t
     memset(m, 0, sizeof *m);
     if (n_layers < 2 || n_layers > BNN_MAX_LAYERS)
         return apx_fail(err, APX_EINPUT,
-                        "model needs 2..%u layers (an 8-bit input layer and an output layer), "
+                        "model needs 2..%u layers (an input layer and an output layer), "
                         "got %u", BNN_MAX_LAYERS, n_layers);
     if (!in_rows || !in_cols || !in_channels ||
         (uint64_t)in_rows * in_cols * in_channels > BNN_MAX_MAP_BITS / 8)
@@ -107,13 +115,14 @@ int bnn_create_layers(bnn_model *m, const char *name, uint32_t in_rows, uint32_t
         bnn_layer *L = &shape[l];
         int first = l == 0, last = l + 1 == n_layers;
         uint32_t k = S->kind;
-        int kind_ok = first ? (k == BNN_DENSE_U8 || k == BNN_CONV_U8)
+        int kind_ok = first ? (is_u8(k) || is_b1(k))
                     : last  ? k == BNN_DENSE_OUT
                             : (k == BNN_DENSE_BIN || k == BNN_CONV_BIN);
         if (!kind_ok)
             return apx_fail(err, APX_EINPUT,
                             "layer %u has kind %u; the first layer must be dense or conv on "
-                            "8-bit pixels, the last a dense output layer, the others binary",
+                            "8-bit or binarized pixels, the last a dense output layer, the "
+                            "others binary",
                             l, k);
         if (is_conv(k) && l > 0 && !is_conv(spec[l - 1].kind))
             return apx_fail(err, APX_EINPUT,
@@ -177,6 +186,7 @@ int bnn_create_layers(bnn_model *m, const char *name, uint32_t in_rows, uint32_t
     m->in_cols = in_cols;
     m->in_channels = in_channels;
     m->n_classes = spec[n_layers - 1].out;
+    m->in_threshold = is_b1(spec[0].kind) ? BNN_IN_THRESHOLD_FINN : 0;
     if (name) snprintf(m->name, sizeof m->name, "%s", name);
     for (uint32_t l = 0; l < n_layers; l++) {
         bnn_layer *L = &m->layers[l];
@@ -295,6 +305,8 @@ struct bnn_workspace {
     uint32_t n_layers, n_classes;
     size_t aw;             /* words per image's activation vector (+1 slack word) */
     uint64_t *act[2];      /* [BNN_BATCH][aw] each: ping-pong buffers */
+    size_t iw;             /* words per image's binarized pixels (+1 slack word) */
+    uint64_t *xin;         /* [BNN_BATCH][iw]: B1 models' binarized input, else unused */
     void *cols;            /* im2col patches of one image (conv layers) */
     uint64_t *pbits;       /* a conv layer's thresholded outputs per position */
     int32_t *scores;       /* [BNN_BATCH][round_up(n_classes, KERN_RB)] */
@@ -343,7 +355,7 @@ bnn_workspace *bnn_workspace_new(const bnn_model *m) {
         if (is_u8(L->kind) && L->out > scratch_rows) scratch_rows = L->out;
         if (is_conv(L->kind)) {
             size_t P = (size_t)L->in_h * L->in_w;
-            size_t col = L->kind == BNN_CONV_U8 ? round_up(L->in, 8) : (size_t)L->words * 8;
+            size_t col = is_u8(L->kind) ? round_up(L->in, 8) : (size_t)L->words * 8;
             if (P * col > cols_bytes) cols_bytes = P * col;
             size_t pw = P * ((L->out + 63) / 64);
             if (pw > pbits_words) pbits_words = pw;
@@ -356,45 +368,47 @@ bnn_workspace *bnn_workspace_new(const bnn_model *m) {
         }
         if (L->kind != BNN_DENSE_OUT) {
             ws->thr_off[l] = thr_ints;
-            thr_ints += rows8 * (L->kind == BNN_CONV_BIN ? CONV_CLASSES : 1);
+            thr_ints += rows8 * (is_conv_bits(L->kind) ? CONV_CLASSES : 1);
         }
-        if (L->kind == BNN_CONV_BIN) {
+        if (is_conv_bits(L->kind)) {
             ws->cls_off[l] = cls_bytes;
             cls_bytes += (size_t)L->in_h * L->in_w;
         }
     }
     ws->aw = aw + 1; /* slack: the bit copier reads one word past a run */
-    uint32_t n0 = m->layers[0].in;
-    size_t scratch = kern_portable.u8_scratch(n0, scratch_rows);
-    if (kern_cpu_has(BNN_KERNEL_AVX2) && kern_avx2.u8_scratch(n0, scratch_rows) > scratch)
-        scratch = kern_avx2.u8_scratch(n0, scratch_rows);
-    if (kern_cpu_has(BNN_KERNEL_AVX512) && kern_avx512.u8_scratch(n0, scratch_rows) > scratch)
-        scratch = kern_avx512.u8_scratch(n0, scratch_rows);
+    const bnn_layer *L0 = &m->layers[0];
+    uint64_t npx = (uint64_t)m->in_rows * m->in_cols * m->in_channels;
+    ws->iw = is_b1(L0->kind) ? (size_t)((npx + 63) / 64) + 1 : 1;
+    /* the 8-bit kernels' tables and per-call data: only for an 8-bit first layer */
+    size_t scratch = 0, aux = 0;
+    for (int k = BNN_KERNEL_PORTABLE; k <= BNN_KERNEL_AVX512 && is_u8(L0->kind); k++) {
+        const kern_ops *K = kern_get((enum bnn_kernel)k);
+        if (!kern_cpu_has((enum bnn_kernel)k)) continue;
+        size_t sk = K->u8_scratch(L0->in, scratch_rows);
+        size_t ak = K->u8_aux ? K->u8_aux(L0->in, L0->out) : 0;
+        if (sk > scratch) scratch = sk;
+        if (ak > aux) aux = ak;
+    }
     ws->act[0] = alloc64(BNN_BATCH * ws->aw * 8);
     ws->act[1] = alloc64(BNN_BATCH * ws->aw * 8);
+    ws->xin = alloc64(BNN_BATCH * ws->iw * 8);
     ws->cols = alloc64(cols_bytes + 8);
     ws->pbits = alloc64(pbits_words * 8);
     ws->scores = alloc64(BNN_BATCH * round_up(m->n_classes, KERN_RB) * sizeof(int32_t));
     ws->scratch = alloc64(scratch);
-    size_t aux = 0;
-    for (int k = BNN_KERNEL_PORTABLE; k <= BNN_KERNEL_AVX512; k++) {
-        const kern_ops *K = kern_get((enum bnn_kernel)k);
-        if (kern_cpu_has((enum bnn_kernel)k) && K->u8_aux && K->u8_aux(n0, m->layers[0].out) > aux)
-            aux = K->u8_aux(n0, m->layers[0].out);
-    }
     ws->aux = alloc64(aux);
     ws->il = alloc64(il_words * 8);
     ws->thr = alloc64(thr_ints * 4);
     ws->neg = alloc64(thr_ints * 4);
     ws->dirmask = alloc64(dir_words * 8);
     ws->cls = alloc64(cls_bytes);
-    if (!ws->act[0] || !ws->act[1] || !ws->cols || !ws->pbits || !ws->scores || !ws->scratch ||
-        !ws->aux || !ws->il || !ws->thr || !ws->neg || !ws->dirmask || !ws->cls)
+    if (!ws->act[0] || !ws->act[1] || !ws->xin || !ws->cols || !ws->pbits || !ws->scores ||
+        !ws->scratch || !ws->aux || !ws->il || !ws->thr || !ws->neg || !ws->dirmask || !ws->cls)
         goto fail;
     /* border classes depend on the shape only */
     for (uint32_t l = 0; l < nl; l++) {
         const bnn_layer *L = &m->layers[l];
-        if (L->kind != BNN_CONV_BIN) continue;
+        if (!is_conv_bits(L->kind)) continue;
         uint8_t *cls = ws->cls + ws->cls_off[l];
         for (uint32_t h = 0; h < L->in_h; h++)
             for (uint32_t w = 0; w < L->in_w; w++)
@@ -410,6 +424,7 @@ void bnn_workspace_free(bnn_workspace *ws) {
     if (!ws) return;
     free(ws->act[0]);
     free(ws->act[1]);
+    free(ws->xin);
     free(ws->cols);
     free(ws->pbits);
     free(ws->scores);
@@ -497,7 +512,7 @@ static void prepare(const bnn_model *m, const uint64_t *image, bnn_workspace *ws
             for (uint32_t o = 0; o < L->out; o++)
                 dm[o / 64] |= (uint64_t)(L->direction[o] > 0) << (o % 64);
         }
-        if (L->kind == BNN_CONV_BIN) {
+        if (is_conv_bits(L->kind)) {
             /* class c: a = a_full + corr, corr = sum of the missing taps' weights;
              * s = +-a > thr  <=>  +-a_full > thr -+ corr */
             for (uint32_t o = 0; o < L->out; o++) {
@@ -577,7 +592,8 @@ static void pool_bits(const bnn_layer *L, const uint64_t *pb, size_t cw, const u
 }
 
 /* One conv layer on one image: in is pixels (HWC bytes) for BNN_CONV_U8 and
- * a bit map for BNN_CONV_BIN; out receives the pooled, thresholded bit map. */
+ * a bit map for BNN_CONV_BIN and BNN_CONV_B1 (the binarized pixels); out
+ * receives the pooled, thresholded bit map. */
 static void conv_image(const bnn_layer *L, const kern_layer *k, const uint8_t *cls,
                        const uint64_t *dm, const kern_ops *K, bnn_workspace *ws, const void *in,
                        uint64_t *out) {
@@ -646,17 +662,24 @@ static void conv_image(const bnn_layer *L, const kern_layer *k, const uint8_t *c
  * leaves the class scores of image i at ws->scores + i * round_up(n_classes, 8). */
 static void forward(const bnn_model *m, bnn_workspace *ws, const kern_ops *K, const uint8_t *px,
                     size_t px_stride, uint32_t nb) {
-    size_t aw = ws->aw;
+    size_t aw = ws->aw, iw = ws->iw;
     uint32_t l = 0;
     int cur = 0;
+    int b1 = is_b1(m->layers[0].kind);
+    if (b1) {
+        uint32_t npx = m->in_rows * m->in_cols * m->in_channels; /* < 2^25: checked at create */
+        for (uint32_t i = 0; i < nb; i++)
+            K->binarize(px + i * px_stride, npx, m->in_threshold, ws->xin + i * iw);
+    }
     while (l < m->n_layers && is_conv(m->layers[l].kind)) l++;
     uint32_t nconv = l;
     if (nconv) {
         /* the conv prefix image by image: layer i writes act[i % 2] */
         for (uint32_t i = 0; i < nb; i++)
             for (uint32_t c = 0; c < nconv; c++) {
-                const void *in = c == 0 ? (const void *)(px + i * px_stride)
-                                        : (const void *)(ws->act[(c - 1) % 2] + i * aw);
+                const void *in = c > 0 ? (const void *)(ws->act[(c - 1) % 2] + i * aw)
+                                 : b1  ? (const void *)(ws->xin + i * iw)
+                                       : (const void *)(px + i * px_stride);
                 conv_image(&m->layers[c], &ws->kl[c], ws->cls + ws->cls_off[c],
                            ws->dirmask + ws->dir_off[c], K, ws, in, ws->act[c % 2] + i * aw);
             }
@@ -664,7 +687,10 @@ static void forward(const bnn_model *m, bnn_workspace *ws, const kern_ops *K, co
     } else {
         memset(ws->act[0], 0, nb * aw * 8);
         kern_out o = {NULL, 0, ws->act[0], aw, NULL, 0};
-        K->u8(&ws->kl[0], px, px_stride, nb, ws->scratch, &o);
+        if (b1)
+            K->bin(&ws->kl[0], ws->xin, iw, nb, &o);
+        else
+            K->u8(&ws->kl[0], px, px_stride, nb, ws->scratch, &o);
         cur = 0;
         l = 1;
     }

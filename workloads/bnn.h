@@ -11,7 +11,14 @@
  *                  argmax is that of the integer scores; ties -> lowest class).
  *   BNN_CONV_U8    first layer, convolutional: 3x3 kernel, stride 1, on 8-bit
  *                  pixels (in_c channels, exact integer arithmetic);
- *   BNN_CONV_BIN   convolutional on binary activations.
+ *   BNN_CONV_BIN   convolutional on binary activations;
+ *   BNN_DENSE_B1   first layer on binarized pixels (FINN style): pixel p_j
+ *                  becomes x_j = +1 if p_j >= in_threshold, else -1, and the
+ *                  layer is then exactly BNN_DENSE_BIN on x;
+ *   BNN_CONV_B1    first layer, convolutional, on binarized pixels: exactly
+ *                  BNN_CONV_BIN on the H x W x C map of thresholded pixels.
+ * The binarized input is packed once per image (one bit per pixel, HWC
+ * order) and the whole network then runs on the binary kernels.
  * Convolutions (version 2 of the file format): the input is in_h x in_w x
  * in_c, stored HWC (channel fastest); fan-in in = 9 * in_c and weight bit
  * (kh * 3 + kw) * in_c + c of row o is the tap (kh, kw), channel c of output
@@ -25,7 +32,7 @@
  * (in_h / pool) x (in_w / pool) x out, HWC. A dense layer after a conv layer
  * reads the flattened HWC vector: input index (h * W + w) * C + c.
  * Dense layers have in_c = in, in_h = in_w = 1, pool = 1.
- * Hidden layers (U8, BIN and CONV) end in a folded batch norm + sign: neuron i fires
+ * Hidden layers (U8, B1, BIN and CONV) end in a folded batch norm + sign: neuron i fires
  * (output bit 1, i.e. +1) iff a > threshold[i] when direction[i] = +1, and iff
  * a < threshold[i] when direction[i] = -1 (gamma < 0). See
  * docs/bnn-format.md and ../shared facts bnn.md section 1 for the folding.
@@ -54,7 +61,15 @@ enum bnn_layer_kind {
     BNN_DENSE_OUT = 3,
     BNN_CONV_U8 = 4,
     BNN_CONV_BIN = 5,
+    BNN_DENSE_B1 = 6,
+    BNN_CONV_B1 = 7,
 };
+
+/* The input threshold FINN uses for MNIST: Xilinx/BNN-PYNQ,
+ * bnn/src/training/mnist.py scales pixels to [0, 1], maps them to 2x - 1 and
+ * binarizes with np.where(x < 0, -1, 1), i.e. +1 iff p / 255 >= 0.5, which
+ * for integer pixels is p >= 128 (127.5 is not a pixel value). */
+#define BNN_IN_THRESHOLD_FINN 128u
 
 #define BNN_MAX_LAYERS 64
 #define BNN_MAX_WIDTH (1u << 20)
@@ -76,6 +91,8 @@ typedef struct bnn_model {
     uint32_t in_rows, in_cols;  /* input image size */
     uint32_t in_channels;       /* 1 for grey images; in of a dense layer 0 = rows * cols * channels */
     uint32_t n_classes;         /* out of the last layer */
+    uint32_t in_threshold;      /* B1 first layers: a pixel is +1 iff p >= in_threshold
+                                   (1..255); 0 for 8-bit first layers */
     uint32_t n_layers;
     bnn_layer *layers;
     uint64_t *image;            /* packed weights of all layers */
@@ -108,10 +125,12 @@ typedef struct bnn_layer_spec {
 } bnn_layer_spec;
 
 /* Allocates a model from a layer list, chaining the shapes from the input
- * (in_rows x in_cols x in_channels). The first layer must be BNN_DENSE_U8 or
- * BNN_CONV_U8, the last BNN_DENSE_OUT (out = classes), hidden layers
- * BNN_DENSE_BIN or BNN_CONV_BIN, and no conv layer after a dense one.
- * Initial values as bnn_create. bnn_create is this with dense layers. */
+ * (in_rows x in_cols x in_channels). The first layer must be BNN_DENSE_U8,
+ * BNN_CONV_U8, BNN_DENSE_B1 or BNN_CONV_B1, the last BNN_DENSE_OUT (out =
+ * classes), hidden layers BNN_DENSE_BIN or BNN_CONV_BIN, and no conv layer
+ * after a dense one. Initial values as bnn_create; in_threshold is
+ * BNN_IN_THRESHOLD_FINN for a B1 first layer (the caller may change it to
+ * any value in 1..255), else 0. bnn_create is this with dense layers. */
 int bnn_create_layers(bnn_model *m, const char *name, uint32_t in_rows, uint32_t in_cols,
                       uint32_t in_channels, uint32_t n_layers, const bnn_layer_spec *spec,
                       apx_error *err);
@@ -132,7 +151,8 @@ static inline void bnn_weight_set(bnn_model *m, uint32_t l, uint32_t r, uint32_t
 /* Folds batch norm into an integer threshold and direction for one neuron
  * (facts bnn.md section 1): tau = mu - beta * sqrt(var + eps) / gamma, and
  * the pre-activation seen by the float network is a / input_scale (255 for the
- * 8-bit first layer trained on p/255, 1 otherwise). The neuron fires iff
+ * 8-bit first layer trained on p/255, 1 otherwise, including B1 first layers,
+ * whose inputs are +-1). The neuron fires iff
  * BN(a / input_scale) > 0 (strict, as the group's binariser). gamma == 0 gives
  * a constant neuron. fan_in bounds |a| / input_scale for clamping. */
 void bnn_fold_bn(double gamma, double beta, double mean, double var, double eps,

@@ -1,9 +1,14 @@
 /* bnn_file.c - the .bnn model file: encode, decode, load, save, hash.
  *
  * The format is specified in docs/bnn-format.md; this file follows it field
- * by field. Version 2 (written) adds convolutional layers: the header gains
+ * by field. Version 2 adds convolutional layers: the header gains
  * in_channels and every layer record its input geometry and pooling.
- * Version 1 files (dense layers only) are still read.
+ * Version 3 adds first layers on binarized pixels (kinds B1 and CONV_B1) and
+ * the header field in_threshold. All three are read; a model is written in
+ * the oldest version that holds it (1 is never written: 2 for models on
+ * 8-bit pixels, 3 for binarized inputs), so a file is readable by every
+ * apxsim that can run its model, and a version 2 reader refuses a
+ * binarized-input model as "written by a newer apxsim".
  *
  * Decoding checks, in this order, before anything is allocated:
  *   1. magic, version, header size (so a newer file is named as such even if
@@ -37,11 +42,12 @@
 
 #define BNNF_MAGIC "APXSBNN\0"
 #define BNNF_MAGIC_LEN 8
-#define BNNF_VERSION 2u /* the version written; 1 and 2 are read */
+#define BNNF_VERSION 3u /* the newest version; 1, 2 and 3 are read */
 #define BNNF_NAME_OFF 16u
 #define BNNF_NAME_LEN 64u
 #define BNNF_TRAILER_SIZE 4u
-#define BNNF_MIN_HEADER 96u /* the smaller of the two header sizes */
+#define BNNF_MIN_HEADER 96u /* the smallest header size (version 1) */
+#define BNNF_THRESHOLD_OFF 100u /* version 3: in_threshold */
 /* Version 2 limits, the same as bnn_create_layers' (workloads/bnn.c): input
  * values (rows x cols x channels) and bits of a convolution's output map
  * before pooling. Checked here first so that the message names the field. */
@@ -52,16 +58,20 @@
 #define FNV64_OFFSET 0xcbf29ce484222325ull
 #define FNV64_PRIME 0x100000001b3ull
 
-/* Header and layer record sizes by version (index 1 and 2). */
-static const uint32_t header_size_of[3] = {0, 96, 100};
-static const uint32_t record_size_of[3] = {0, 20, 36};
+/* Header and layer record sizes by version (index 1 to 3). */
+static const uint32_t header_size_of[4] = {0, 96, 100, 104};
+static const uint32_t record_size_of[4] = {0, 20, 36, 36};
 
 static const char *kind_label(uint32_t kind) {
-    static const char *const names[] = {"?", "U8", "BIN", "OUT", "CONV_U8", "CONV_BIN"};
+    static const char *const names[] = {"?",        "U8",       "BIN", "OUT",
+                                        "CONV_U8",  "CONV_BIN", "B1",  "CONV_B1"};
     return kind < sizeof names / sizeof names[0] ? names[kind] : "?";
 }
 
-static int is_conv(uint32_t kind) { return kind == BNN_CONV_U8 || kind == BNN_CONV_BIN; }
+static int is_conv(uint32_t kind) {
+    return kind == BNN_CONV_U8 || kind == BNN_CONV_BIN || kind == BNN_CONV_B1;
+}
+static int is_b1(uint32_t kind) { return kind == BNN_DENSE_B1 || kind == BNN_CONV_B1; }
 
 /* ---- little-endian access ---------------------------------------------- */
 
@@ -102,6 +112,7 @@ typedef struct file_view {
     uint32_t version, header_size, record_size;
     char name[BNNF_NAME_LEN];
     uint32_t in_rows, in_cols, in_channels, n_classes, n_layers;
+    uint32_t in_threshold;  /* version 3; 0 before */
     layer_view layers[BNN_MAX_LAYERS];
 } file_view;
 
@@ -153,8 +164,11 @@ static int check_record(const file_view *v, uint32_t l, const layer_view *L, geo
     if (last) {
         if (L->kind != BNN_DENSE_OUT) want = "3 (OUT)";
     } else if (l == 0) {
-        if (L->kind != BNN_DENSE_U8 && !(v->version >= 2 && L->kind == BNN_CONV_U8))
-            want = v->version >= 2 ? "1 (U8) or 4 (CONV_U8)" : "1 (U8)";
+        static const char *const first[4] = {NULL, "1 (U8)", "1 (U8) or 4 (CONV_U8)",
+                                             "1 (U8), 4 (CONV_U8), 6 (B1) or 7 (CONV_B1)"};
+        if (L->kind != BNN_DENSE_U8 && !(v->version >= 2 && L->kind == BNN_CONV_U8) &&
+            !(v->version >= 3 && is_b1(L->kind)))
+            want = first[v->version];
     } else if (L->kind != BNN_DENSE_BIN && !(v->version >= 2 && L->kind == BNN_CONV_BIN)) {
         want = v->version >= 2 ? "2 (BIN) or 5 (CONV_BIN)" : "2 (BIN)";
     }
@@ -245,6 +259,24 @@ static int check_record(const file_view *v, uint32_t l, const layer_view *L, geo
     return APX_OK;
 }
 
+/* The input threshold against the first layer's kind: a binarized input
+ * needs one in 1..255 (0 would make every pixel +1, 256 and up every pixel
+ * -1: no information); an 8-bit first layer has none (0). */
+static int check_threshold(const file_view *v, uint32_t kind0, const char *fn, apx_error *err) {
+    uint32_t t = v->in_threshold;
+    if (is_b1(kind0) && (t == 0 || t > 255))
+        return apx_fail(err, APX_EINPUT,
+                        "%s: byte %u: input threshold %u, expected 1..255 for a first layer on "
+                        "binarized pixels (kind %u, %s)",
+                        fn, BNNF_THRESHOLD_OFF, t, kind0, kind_label(kind0));
+    if (!is_b1(kind0) && t != 0)
+        return apx_fail(err, APX_EINPUT,
+                        "%s: byte %u: input threshold %u, expected 0 for a first layer on 8-bit "
+                        "pixels (kind %u, %s)",
+                        fn, BNNF_THRESHOLD_OFF, t, kind0, kind_label(kind0));
+    return APX_OK;
+}
+
 /* Step 2, after check_preamble has passed. */
 static int check_structure(const uint8_t *buf, size_t len, const char *fn, file_view *v,
                            apx_error *err) {
@@ -275,6 +307,7 @@ static int check_structure(const uint8_t *buf, size_t len, const char *fn, file_
     v->n_classes = get_u32(buf + 88);
     v->n_layers = get_u32(buf + 92);
     v->in_channels = v->version >= 2 ? get_u32(buf + 96) : 1;
+    v->in_threshold = v->version >= 3 ? get_u32(buf + BNNF_THRESHOLD_OFF) : 0;
     uint64_t in_size = (uint64_t)v->in_rows * v->in_cols;
     if (v->version == 1 && (v->in_rows == 0 || v->in_cols == 0 || in_size > BNN_MAX_WIDTH))
         return apx_fail(err, APX_EINPUT, "%s: byte 80: input size %ux%u is outside 1..%u pixels",
@@ -321,6 +354,7 @@ static int check_structure(const uint8_t *buf, size_t len, const char *fn, file_
         }
         int rc = check_record(v, l, L, cur, after_dense, pos, fn, &cur, err);
         if (rc) return rc;
+        if (l == 0 && (rc = check_threshold(v, L->kind, fn, err))) return rc;
         after_dense |= !is_conv(L->kind);
         pos += v->record_size;
         L->weights = pos;
@@ -410,6 +444,7 @@ int bnn_decode(const uint8_t *buf, size_t len, const char *name, bnn_model *m, a
         free(v);
         return apx_wrap(err, "%s: ", fn);
     }
+    tmp.in_threshold = v->in_threshold;
     for (uint32_t l = 0; l < v->n_layers; l++) {
         const layer_view *F = &v->layers[l];
         bnn_layer *L = &tmp.layers[l];
@@ -482,6 +517,7 @@ static void serialise(const bnn_model *m, sink *s, int with_name, uint32_t versi
     put_u32(s, m->n_classes);
     put_u32(s, m->n_layers);
     if (version >= 2) put_u32(s, m->in_channels);
+    if (version >= 3) put_u32(s, m->in_threshold);
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const bnn_layer *L = &m->layers[l];
         uint32_t scale_bits;  /* hidden layers: must be 0, else the check refuses */
@@ -507,14 +543,35 @@ static void serialise(const bnn_model *m, sink *s, int with_name, uint32_t versi
     }
 }
 
+/* The versions a model is written and hashed in: the oldest that holds it.
+ * A binarized input (or any input threshold, which the checks then refuse
+ * for an 8-bit first layer) needs version 3; version 1 holds dense models
+ * on one-channel 8-bit inputs. */
+static int needs_version_3(const bnn_model *m) {
+    if (m->in_threshold) return 1;
+    for (uint32_t l = 0; l < m->n_layers; l++)
+        if (is_b1(m->layers[l].kind)) return 1;
+    return 0;
+}
+
+static uint32_t write_version(const bnn_model *m) { return needs_version_3(m) ? 3 : 2; }
+
+static int fits_version_1(const bnn_model *m) {
+    if (m->in_channels != 1 || needs_version_3(m)) return 0;
+    for (uint32_t l = 0; l < m->n_layers; l++)
+        if (is_conv(m->layers[l].kind)) return 0;
+    return 1;
+}
+
 /* Checks what the serialiser relies on (no out-of-bounds reads, sizes that
- * cannot overflow) and returns the encoded size. Everything else about the
- * model is checked by decoding the encoded bytes. */
-static int encoded_size(const bnn_model *m, size_t *size, apx_error *err) {
+ * cannot overflow) and returns the version to write and the encoded size.
+ * Everything else about the model is checked by decoding the encoded bytes. */
+static int encoded_size(const bnn_model *m, uint32_t *version, size_t *size, apx_error *err) {
     if (!m || !m->layers || !m->image || m->n_layers < 2 || m->n_layers > BNN_MAX_LAYERS)
         return apx_fail(err, APX_EINPUT, "model '%s': not a complete model (%u layers)",
                         m ? m->name : "", m ? m->n_layers : 0);
-    uint64_t total = header_size_of[BNNF_VERSION] + BNNF_TRAILER_SIZE;
+    *version = write_version(m);
+    uint64_t total = header_size_of[*version] + BNNF_TRAILER_SIZE;
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const bnn_layer *L = &m->layers[l];
         if (L->in == 0 || L->in > BNN_MAX_WIDTH || L->out == 0 || L->out > BNN_MAX_WIDTH ||
@@ -527,7 +584,7 @@ static int encoded_size(const bnn_model *m, size_t *size, apx_error *err) {
         if (L->kind != BNN_DENSE_OUT && (!L->threshold || !L->direction))
             return apx_fail(err, APX_EINPUT, "model '%s': layer %u: hidden layer without thresholds",
                             m->name, l);
-        total += record_size_of[BNNF_VERSION] + layer_body_bytes(L->kind, L->out, L->words);
+        total += record_size_of[*version] + layer_body_bytes(L->kind, L->out, L->words);
     }
     if (total > SIZE_MAX)
         return apx_fail(err, APX_EWORK, "model '%s': %llu bytes do not fit in memory", m->name,
@@ -538,13 +595,14 @@ static int encoded_size(const bnn_model *m, size_t *size, apx_error *err) {
 
 int bnn_encode(const bnn_model *m, uint8_t **buf, size_t *len, apx_error *err) {
     size_t size = 0;
-    int rc = encoded_size(m, &size, err);
+    uint32_t version = 0;
+    int rc = encoded_size(m, &version, &size, err);
     if (rc) return rc;
     uint8_t *b = malloc(size);
     if (!b)
         return apx_fail(err, APX_EWORK, "model '%s': out of memory for %zu bytes", m->name, size);
     sink s = {b, 0, 0};
-    serialise(m, &s, 1, BNNF_VERSION);
+    serialise(m, &s, 1, version);
     uint32_t crc = (uint32_t)crc32_z(0L, b, s.pos);
     put_u32(&s, crc);
     /* Never produce a file the reader refuses: decode's checks are the
@@ -569,22 +627,16 @@ int bnn_encode(const bnn_model *m, uint8_t **buf, size_t *len, apx_error *err) {
     return APX_OK;
 }
 
-/* The hash is over the model, not over the file it came from: a model that
- * version 1 can hold (dense layers on a one-channel input) hashes as its
- * version 1 encoding, so converting a file to version 2 keeps its hash and
- * results databases keep their keys; any other model hashes as its
- * version 2 encoding. The version field inside the hashed bytes keeps the
- * two domains apart. */
-static int fits_version_1(const bnn_model *m) {
-    if (m->in_channels != 1) return 0;
-    for (uint32_t l = 0; l < m->n_layers; l++)
-        if (is_conv(m->layers[l].kind)) return 0;
-    return 1;
-}
-
+/* The hash is over the model, not over the file it came from: a model is
+ * hashed as its encoding in the oldest version that holds it (version 1 for
+ * dense layers on a one-channel 8-bit input, version 2 for other models on
+ * 8-bit inputs, version 3 for binarized inputs, whose in_threshold is then
+ * part of the hashed header), so converting a file to a newer version keeps
+ * its hash and results databases keep their keys. The version field inside
+ * the hashed bytes keeps the domains apart. */
 void bnn_hash_hex(const bnn_model *m, char out[17]) {
     sink s = {NULL, 0, FNV64_OFFSET};
-    serialise(m, &s, 0, fits_version_1(m) ? 1 : BNNF_VERSION);
+    serialise(m, &s, 0, fits_version_1(m) ? 1 : write_version(m));
     snprintf(out, 17, "%016llx", (unsigned long long)s.fnv);
 }
 

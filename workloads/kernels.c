@@ -16,7 +16,8 @@
  *            fit in PORT_LUT_BUDGET. Inputs past n are pixel 0 in the tables,
  *            so weight padding bits (which a fault may set) select nothing.
  *            A fan-in whose table set exceeds PORT_LUT_MAX uses bit-planes:
- *            S = sum_b 2^b popcount(plane_b AND w), one column at a time. */
+ *            S = sum_b 2^b popcount(plane_b AND w), one column at a time.
+ *   binarize one compare per pixel (the compiler vectorises what it can). */
 #include "kernels.h"
 
 #include <pthread.h>
@@ -233,8 +234,19 @@ static void u8_portable(const kern_layer *L, const uint8_t *px, size_t ps, uint3
         u8_generic(L, px, ps, ncols, scratch, o);
 }
 
+/* ---- binarized input ---------------------------------------------------------- */
+
+void kern_binarize_portable(const uint8_t *px, uint32_t n, uint32_t t, uint64_t *out) {
+    for (uint32_t j0 = 0; j0 < n; j0 += 64) {
+        uint32_t m = n - j0 < 64 ? n - j0 : 64;
+        uint64_t w = 0;
+        for (uint32_t k = 0; k < m; k++) w |= (uint64_t)(px[j0 + k] >= t) << k;
+        out[j0 / 64] = w;
+    }
+}
+
 const kern_ops kern_portable = {BNN_KERNEL_PORTABLE, "portable", 0, bin_portable, u8_portable,
-                                port_u8_scratch, NULL, NULL};
+                                port_u8_scratch, NULL, NULL, kern_binarize_portable};
 
 /* ---- interleaving ------------------------------------------------------------ */
 

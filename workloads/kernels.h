@@ -30,6 +30,10 @@
  * overflow. The arrays have blocks * KERN_RB entries; rows past `rows` never
  * fire (thr 2^30, neg 0).
  *
+ * Binarized inputs (B1 first layers): `binarize` packs pixels into bits,
+ * bit j = (p_j >= t), in the layout of a binary column (bit j % 64 of word
+ * j / 64, bits past n zero); the layer is then an ordinary binary layer.
+ *
  * Threshold classes (binary convolutions): the kernel sees the full 3x3 dot
  * product, but at the border the taps outside the image must be left out,
  * which changes a by a per-row amount that depends only on which taps are
@@ -96,6 +100,10 @@ typedef struct kern_ops {
      * copy it is rebuilt for every image evaluated. */
     size_t (*u8_aux)(uint32_t n, uint32_t rows);
     void (*u8_prep)(const kern_layer *L, void *aux);
+    /* Binarized input: out[j / 64] bit j % 64 = (px[j] >= t) for j < n, the
+     * rest of the last word zero; ceil(n / 64) words written. Any t (0: all
+     * ones, > 255: all zeros). */
+    void (*binarize)(const uint8_t *px, uint32_t n, uint32_t t, uint64_t *out);
 } kern_ops;
 
 /* The implementations. kern_avx2 and kern_avx512 may only be called on a CPU
@@ -119,6 +127,10 @@ enum bnn_kernel kern_forced(void);
 /* Builds the interleaved copy of a layer's weights into il
  * (blocks * KERN_RB * words words). */
 void kern_interleave(const kern_layer *L, uint64_t *il);
+
+/* The portable binarize (kern_portable.binarize), which the SIMD versions
+ * use for thresholds outside 1..255 and for the tail of a row. */
+void kern_binarize_portable(const uint8_t *px, uint32_t n, uint32_t t, uint64_t *out);
 
 /* Mask of the used bits in the last word of a row of n bits. */
 static inline uint64_t kern_last_mask(uint32_t n) {

@@ -261,5 +261,31 @@ static void u8_avx2(const kern_layer *L, const uint8_t *px, size_t ps, uint32_t 
     }
 }
 
+/* ---- binarized input ---------------------------------------------------------- */
+
+/* 32 pixels per compare: p >= t iff max(p, t) == p (unsigned bytes), and
+ * VPMOVMSKB gathers the 32 results; the last partial block is copied into
+ * a zeroed buffer (zero pixels are < t). */
+ALWAYS_INLINE uint32_t ge_mask32(const uint8_t *p, __m256i tv) {
+    __m256i v = _mm256_loadu_si256((const __m256i *)p);
+    return (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_max_epu8(v, tv), v));
+}
+
+static void binarize_avx2(const uint8_t *px, uint32_t n, uint32_t t, uint64_t *out) {
+    if (t == 0 || t > 255) {
+        kern_binarize_portable(px, n, t, out);
+        return;
+    }
+    const __m256i tv = _mm256_set1_epi8((char)t);
+    uint32_t j = 0;
+    for (; j + 64 <= n; j += 64)
+        out[j / 64] = (uint64_t)ge_mask32(px + j, tv) | (uint64_t)ge_mask32(px + j + 32, tv) << 32;
+    if (j < n) {
+        uint8_t tail[64] = {0};
+        memcpy(tail, px + j, n - j);
+        out[j / 64] = (uint64_t)ge_mask32(tail, tv) | (uint64_t)ge_mask32(tail + 32, tv) << 32;
+    }
+}
+
 const kern_ops kern_avx2 = {BNN_KERNEL_AVX2, "avx2", 1, bin_avx2, u8_avx2, u8_scratch_avx2,
-                            u8_aux_avx2, u8_prep_avx2};
+                            u8_aux_avx2, u8_prep_avx2, binarize_avx2};

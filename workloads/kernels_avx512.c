@@ -318,5 +318,25 @@ static void u8_avx512(const kern_layer *L, const uint8_t *px, size_t ps, uint32_
     }
 }
 
+/* ---- binarized input ---------------------------------------------------------- */
+
+/* One unsigned byte compare of 64 pixels is one word of bits; the last,
+ * partial word is a masked load (bytes past n read as 0 < t, and masked
+ * off anyway). */
+static void binarize_avx512(const uint8_t *px, uint32_t n, uint32_t t, uint64_t *out) {
+    if (t == 0 || t > 255) {
+        kern_binarize_portable(px, n, t, out);
+        return;
+    }
+    const __m512i tv = _mm512_set1_epi8((char)t);
+    uint32_t j = 0;
+    for (; j + 64 <= n; j += 64)
+        out[j / 64] = _mm512_cmpge_epu8_mask(_mm512_loadu_si512(px + j), tv);
+    if (j < n) {
+        __mmask64 m = _bzhi_u64(~0ull, n - j);
+        out[j / 64] = _mm512_mask_cmpge_epu8_mask(m, _mm512_maskz_loadu_epi8(m, px + j), tv);
+    }
+}
+
 const kern_ops kern_avx512 = {BNN_KERNEL_AVX512, "avx512", 1, bin_avx512, u8_avx512,
-                              u8_scratch_avx512, u8_aux_avx512, u8_prep_avx512};
+                              u8_scratch_avx512, u8_aux_avx512, u8_prep_avx512, binarize_avx512};
