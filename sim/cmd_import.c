@@ -40,6 +40,8 @@ static const char *kind_name(uint32_t kind) {
     case BNN_DENSE_OUT: return "output";
     case BNN_CONV_U8: return "conv/u8";
     case BNN_CONV_BIN: return "conv";
+    case BNN_DENSE_B1: return "dense/b1";
+    case BNN_CONV_B1: return "conv/b1";
     }
     return "?";
 }
@@ -71,7 +73,7 @@ int cmd_import(int argc, char **argv) {
            m.n_layers, m.in_rows, m.in_cols, m.in_channels, m.n_classes);
     for (uint32_t l = 0; l < m.n_layers; l++) {
         const bnn_layer *L = &m.layers[l];
-        if (L->kind == BNN_CONV_U8 || L->kind == BNN_CONV_BIN)
+        if (L->kind == BNN_CONV_U8 || L->kind == BNN_CONV_BIN || L->kind == BNN_CONV_B1)
             printf("  layer %-2u %-8s %ux%ux%u -> %u channels%s\n", l, kind_name(L->kind), L->in_h,
                    L->in_w, L->in_c, L->out, L->pool == 2 ? ", max-pool 2x2" : "");
         else
