@@ -476,23 +476,6 @@ static bet_work *work_new(const bet_net *n, int with_acc) {
 
 /* ---- the trace ------------------------------------------------------------------- */
 
-/* ORs len bits of src from bit s into dst from bit d (dst bits there zero). */
-static void bits_or(uint64_t *dst, uint64_t d, const uint64_t *src, uint64_t s, uint32_t len) {
-    while (len) {
-        uint32_t take = len < 64 ? len : 64;
-        uint64_t sw = s / 64, ss = s % 64;
-        uint64_t v = src[sw] >> ss;
-        if (ss && take > 64 - ss) v |= src[sw + 1] << (64 - ss);
-        if (take < 64) v &= (1ull << take) - 1;
-        uint64_t dw = d / 64, ds = d % 64;
-        dst[dw] |= v << ds;
-        if (ds && take > 64 - ds) dst[dw + 1] |= v >> (64 - ds);
-        s += take;
-        d += take;
-        len -= take;
-    }
-}
-
 /* The im2col column of a binary conv layer at position q from the bit map x
  * (taps outside the image stay 0); dense layers read x itself. */
 static void column_bits(const net_layer *N, const uint64_t *x, uint32_t q, uint64_t *col) {
@@ -501,7 +484,7 @@ static void column_bits(const net_layer *N, const uint64_t *x, uint32_t q, uint6
     for (uint32_t t = 0; t < 9; t++) {
         int64_t hh = (int64_t)h + t / 3 - 1, ww = (int64_t)w + t % 3 - 1;
         if (hh < 0 || hh >= N->H || ww < 0 || ww >= N->W) continue;
-        bits_or(col, (uint64_t)t * N->C, x, ((uint64_t)hh * N->W + (uint64_t)ww) * N->C, N->C);
+        bnn_bits_or(col, (uint64_t)t * N->C, x, ((uint64_t)hh * N->W + (uint64_t)ww) * N->C, N->C);
     }
 }
 
@@ -630,7 +613,7 @@ static void put_row(const net_layer *N, const int32_t *best, uint32_t p, uint64_
     for (uint32_t o0 = 0; o0 < N->O; o0 += 64) {
         uint32_t cnt = N->O - o0 < 64 ? N->O - o0 : 64;
         uint64_t bits = fire_bits(N, best, o0, cnt);
-        bits_or(z, (uint64_t)p * N->O + o0, &bits, 0, cnt);
+        bnn_bits_or(z, (uint64_t)p * N->O + o0, &bits, 0, cnt);
     }
 }
 

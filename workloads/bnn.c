@@ -536,9 +536,7 @@ static void prepare(const bnn_model *m, const uint64_t *image, bnn_workspace *ws
 
 /* ---- convolution ----------------------------------------------------------- */
 
-/* ORs len bits of src starting at bit s into dst starting at bit d (dst
- * bits there are zero). src must have one readable word past the run. */
-static void bits_or(uint64_t *dst, uint64_t d, const uint64_t *src, uint64_t s, uint32_t len) {
+void bnn_bits_or(uint64_t *dst, uint64_t d, const uint64_t *src, uint64_t s, uint32_t len) {
     if (d % 64 == 0 && s % 64 == 0) { /* whole words (64 channels and up) */
         for (uint32_t i = 0; i < len / 64; i++) dst[d / 64 + i] |= src[s / 64 + i];
         d += len / 64 * 64;
@@ -573,7 +571,7 @@ static void pool_bits(const bnn_layer *L, const uint64_t *pb, size_t cw, const u
             const uint64_t *f0 = pb + ((size_t)ph * P * W + (size_t)pw * P) * cw;
             uint64_t bit = ((uint64_t)ph * Wo + pw) * O;
             if (P == 1) {
-                bits_or(out, bit, f0, 0, O);
+                bnn_bits_or(out, bit, f0, 0, O);
                 continue;
             }
             const uint64_t *f1 = f0 + cw, *f2 = f0 + W * cw, *f3 = f2 + cw;
@@ -586,7 +584,7 @@ static void pool_bits(const bnn_layer *L, const uint64_t *pb, size_t cw, const u
                     res[j] = (dm[i] & any) | (~dm[i] & all);
                 }
                 uint32_t len = (uint32_t)(O - j0 * 64 < nj * 64 ? O - j0 * 64 : nj * 64);
-                bits_or(out, bit + j0 * 64, res, 0, len);
+                bnn_bits_or(out, bit + j0 * 64, res, 0, len);
             }
         }
 }
@@ -647,7 +645,7 @@ static void conv_image(const bnn_layer *L, const kern_layer *k, const uint8_t *c
                 for (uint32_t t = 0; t < 9; t++) {
                     int64_t hh = (int64_t)h + t / 3 - 1, ww = (int64_t)w + t % 3 - 1;
                     if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
-                    bits_or(col, (uint64_t)t * C, x, ((uint64_t)hh * W + (uint64_t)ww) * C, C);
+                    bnn_bits_or(col, (uint64_t)t * C, x, ((uint64_t)hh * W + (uint64_t)ww) * C, C);
                 }
             }
         kern_out o = {NULL, 0, ws->pbits, cw, cls, (size_t)k->blocks * KERN_RB};

@@ -218,4 +218,9 @@ int bnn_encode(const bnn_model *m, uint8_t **buf, size_t *len, apx_error *err);
  * 16 hex digits + NUL, for provenance in the results store. */
 void bnn_hash_hex(const bnn_model *m, char out[17]);
 
+/* ORs len bits of src starting at bit s into dst starting at bit d (dst
+ * bits there are zero). src must have one readable word past the run when
+ * the run does not start on a word. Packs activations for convolutions. */
+void bnn_bits_or(uint64_t *dst, uint64_t d, const uint64_t *src, uint64_t s, uint32_t len);
+
 #endif
