@@ -28,30 +28,35 @@ static int knob_default(const sweep_plan *p, int k, const cfg_node *at, double *
                     ops->knobs[k], ops->kind);
 }
 
+/* One operating point written as a mapping of knob values (what: its name
+ * in errors): every knob given or defaulted, then range-checked. */
+static int read_point(const cfg_node *pt, const char *what, const sweep_plan *p, double *v,
+                      apx_error *err) {
+    const device_ops *ops = p->dev->ops;
+    if (cfg_expect_map(pt, what, ops->knobs, err)) return err->code;
+    for (int k = 0; k < p->n_knobs; k++) {
+        if (cfg_find(pt, ops->knobs[k])) {
+            if (cfg_get_double(pt, ops->knobs[k], 1, 0, -1e300, 1e300, &v[k], err))
+                return err->code;
+        } else if (knob_default(p, k, pt, &v[k], err)) {
+            return err->code;
+        }
+    }
+    return ops->check_point(p->dev, v, pt, err);
+}
+
 /* operating_points as a list of points, each a mapping of knob values:
  * knobs that move together (VDD with the tRCD it needs) are listed as such. */
 static int load_point_list(const cfg_node *node, sweep_plan *p, apx_error *err) {
-    const device_ops *ops = p->dev->ops;
     if (node->n == 0) return cfg_fail(node, err, "operating_points is an empty list");
     if (node->n > SWEEP_MAX_POINTS)
         return cfg_fail(node, err, "more than %u operating points", SWEEP_MAX_POINTS);
     p->n_points = node->n;
     p->points = malloc(p->n_points * p->n_knobs * sizeof *p->points);
     if (!p->points) return apx_fail(err, APX_EWORK, "out of memory");
-    for (size_t i = 0; i < node->n; i++) {
-        const cfg_node *pt = node->items[i];
-        double *v = &p->points[i * p->n_knobs];
-        if (cfg_expect_map(pt, "operating point", ops->knobs, err)) return err->code;
-        for (int k = 0; k < p->n_knobs; k++) {
-            if (cfg_find(pt, ops->knobs[k])) {
-                if (cfg_get_double(pt, ops->knobs[k], 1, 0, -1e300, 1e300, &v[k], err))
-                    return err->code;
-            } else if (knob_default(p, k, pt, &v[k], err)) {
-                return err->code;
-            }
-        }
-        if (ops->check_point(p->dev, v, pt, err)) return err->code;
-    }
+    for (size_t i = 0; i < node->n; i++)
+        if (read_point(node->items[i], "operating point", p, &p->points[i * p->n_knobs], err))
+            return err->code;
     return APX_OK;
 }
 
@@ -155,16 +160,7 @@ static int load_layout(const cfg_node *mem, sweep_plan *p, apx_error *err) {
             return err->code;
         if (!(pt = cfg_find(part, "operating_point")))
             return cfg_fail(part, err, "a partition needs an operating_point");
-        if (cfg_expect_map(pt, "operating_point", p->dev->ops->knobs, err)) return err->code;
-        for (int k = 0; k < p->n_knobs; k++) {
-            if (cfg_find(pt, p->dev->ops->knobs[k])) {
-                if (cfg_get_double(pt, p->dev->ops->knobs[k], 1, 0, -1e300, 1e300, &v[k], err))
-                    return err->code;
-            } else if (knob_default(p, k, pt, &v[k], err)) {
-                return err->code;
-            }
-        }
-        if (p->dev->ops->check_point(p->dev, v, pt, err)) return err->code;
+        if (read_point(pt, "operating_point", p, v, err)) return err->code;
         for (int l = 0; l < BNN_MAX_LAYERS; l++) {
             if (!mine[l]) continue;
             if (taken[l]) return cfg_fail(part, err, "layer %d is in two partitions", l);
