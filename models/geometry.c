@@ -181,9 +181,7 @@ int geometry_addr_to_cell(const geometry *g, uint64_t byte_addr, unsigned bit_in
                         (unsigned long long)byte_addr, (unsigned long long)bytes);
     if (bit_in_byte > 7)
         return apx_fail(err, APX_EINPUT, "bit %u within a byte (0..7 expected)", bit_in_byte);
-    for (int f = 0; f < GEO_FIELDS; f++)
-        c->f[f] = (uint32_t)((byte_addr >> g->shift[f]) & ((1ull << g->width[f]) - 1));
-    c->bit = (uint32_t)((byte_addr & ((1ull << g->offset_bits) - 1)) * 8 + bit_in_byte);
+    geometry_decode(g, byte_addr, bit_in_byte, c);
     return APX_OK;
 }
 

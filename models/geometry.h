@@ -64,7 +64,16 @@ uint64_t geometry_cell_index(const geometry *g, const cell *c);
 void geometry_cell_at(const geometry *g, uint64_t index, cell *c);
 
 /* Byte address + bit within the byte (0..7) <-> cell, through the mapping.
- * geometry_addr_to_cell returns APX_EINPUT for an address outside the memory. */
+ * geometry_addr_to_cell returns APX_EINPUT for an address outside the memory;
+ * geometry_decode is its unchecked form for hot loops whose addresses are
+ * known to lie inside the memory. */
+static inline void geometry_decode(const geometry *g, uint64_t byte_addr, unsigned bit_in_byte,
+                                   cell *c) {
+    for (int f = 0; f < GEO_FIELDS; f++)
+        c->f[f] = (uint32_t)((byte_addr >> g->shift[f]) & ((1ull << g->width[f]) - 1));
+    c->bit = (uint32_t)((byte_addr & ((1ull << g->offset_bits) - 1)) * 8 + bit_in_byte);
+}
+
 int geometry_addr_to_cell(const geometry *g, uint64_t byte_addr, unsigned bit_in_byte,
                           cell *c, apx_error *err);
 void geometry_cell_to_addr(const geometry *g, const cell *c, uint64_t *byte_addr,

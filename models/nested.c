@@ -53,14 +53,47 @@ static const double *p_any(uint64_t n) {
     return any_cache;
 }
 
-/* The uniform in [0, 1) that decides whether level k has any member: two
- * levels per Philox block, so that the many empty rare levels of a small
- * region cost half a block each and no logarithm. */
-static double first_unit(rng_key key, int k) {
-    rng_ctr c = {{(uint32_t)(k / 2), 0, DOMAIN_FIRST, 0}};
-    rng_ctr r = philox4x32(c, key);
-    uint32_t hi = r.c[(k & 1) * 2], lo = r.c[(k & 1) * 2 + 1];
-    return (double)(((uint64_t)hi << 21) ^ lo) * 0x1.0p-53;
+/* The uniforms in [0, 1) that decide whether levels j..NESTED_LEVELS have
+ * any member: two levels per Philox block, so that the many empty rare
+ * levels of a small region cost half a block each and no logarithm. The
+ * blocks are independent and computed in one loop, which overlaps their
+ * latencies (a draw is mostly Philox latency). */
+static void first_units(rng_key key, int j, double unit[NESTED_LEVELS + 2]) {
+    for (int b = j / 2; b <= NESTED_LEVELS / 2; b++) {
+        rng_ctr c = {{(uint32_t)b, 0, DOMAIN_FIRST, 0}};
+        rng_ctr r = philox4x32(c, key);
+        unit[2 * b] = (double)(((uint64_t)r.c[0] << 21) ^ r.c[1]) * 0x1.0p-53;
+        unit[2 * b + 1] = (double)(((uint64_t)r.c[2] << 21) ^ r.c[3]) * 0x1.0p-53;
+    }
+}
+
+/* A level's stream of open uniforms: rng_stream's sequence (domain k, from
+ * block 0, read through rng_open01), generated STREAM_BLOCKS blocks at a
+ * time for the same reason. */
+#define STREAM_BLOCKS 2
+
+typedef struct level_stream {
+    rng_key key;
+    uint32_t domain;
+    uint64_t block;  /* next block */
+    int used;
+    uint32_t buf[4 * STREAM_BLOCKS];
+} level_stream;
+
+static double stream_open01(level_stream *s) {
+    if (s->used == 4 * STREAM_BLOCKS) {
+        for (int b = 0; b < STREAM_BLOCKS; b++) {
+            uint64_t i = s->block + (uint64_t)b;
+            rng_ctr c = {{(uint32_t)i, (uint32_t)(i >> 32), s->domain, 0}};
+            rng_ctr r = philox4x32(c, s->key);
+            memcpy(s->buf + 4 * b, r.c, sizeof r.c);
+        }
+        s->block += STREAM_BLOCKS;
+        s->used = 0;
+    }
+    uint64_t hi = s->buf[s->used], lo = s->buf[s->used + 1];
+    s->used += 2;
+    return ((double)((hi << 32 | lo) >> 11) + 0.5) * 0x1.0p-53;
 }
 
 /* A member of level k: its u, uniform within the level, from the position's
@@ -83,48 +116,53 @@ static int reserve(nested_list *l, size_t n) {
     return 0;
 }
 
-static int push(nested_list *l, uint64_t pos, double u) {
+static int push(nested_list *l, uint64_t pos) {
     if (l->n == l->cap && reserve(l, l->n + 1)) return -1;
-    l->v[l->n++] = (nested_hit){pos, u};
+    l->v[l->n++].pos = pos;
     return 0;
 }
 
 /* The members of level k (positions not in `rarer`, which is sorted), with
- * their u, kept if keep_all or u < q; appended to out in position order. */
-static int draw_level(rng_key key, int k, uint64_t n, const nested_list *rarer, int keep_all,
-                      double q, nested_list *out) {
+ * their u, kept if keep_all or u < q; written to out in position order.
+ * Positions first, then their u in one loop (independent blocks, see
+ * first_units), then the filter. */
+static int draw_level(rng_key key, int k, uint64_t n, double first, const nested_list *rarer,
+                      int keep_all, double q, nested_list *out) {
     out->n = 0;
     size_t r = 0;
     if (levels[k].rate >= 1.0) { /* every position not in a rarer level */
         for (uint64_t b = 0; b < n; b++) {
             if (r < rarer->n && rarer->v[r].pos == b) { r++; continue; }
-            double u = level_u(key, k, b);
-            if ((keep_all || u < q) && push(out, b, u)) return -1;
+            if (push(out, b)) return -1;
         }
-        return 0;
+    } else {
+        /* Whether the level has any member among the n positions (rare
+         * levels mostly have none); if it has, the first gap is geometric
+         * truncated to [0, n), the later ones plain geometric, from the
+         * level's own stream. */
+        double any = p_any(n)[k];
+        if (!(first < any)) return 0;
+        level_stream s = {.key = key, .domain = (uint32_t)k, .used = 4 * STREAM_BLOCKS};
+        double log_keep = levels[k].log_keep;
+        uint64_t pos = 0; /* next candidate */
+        for (int first_gap = 1;; first_gap = 0) {
+            double v = stream_open01(&s);
+            double gap = floor((first_gap ? log1p(-v * any) : log(v)) / log_keep);
+            if (first_gap && gap >= (double)n) gap = (double)n - 1; /* rounding at the top */
+            if (gap >= (double)(n - pos)) break;
+            uint64_t b = pos + (uint64_t)gap;
+            while (r < rarer->n && rarer->v[r].pos < b) r++;
+            if (!(r < rarer->n && rarer->v[r].pos == b) && push(out, b)) return -1;
+            pos = b + 1;
+            if (pos >= n) break;
+        }
     }
-    /* Whether the level has any member among the n positions (rare levels
-     * mostly have none); if it has, the first gap is geometric truncated to
-     * [0, n), the later ones plain geometric, from the level's own stream. */
-    double any = p_any(n)[k];
-    if (!(first_unit(key, k) < any)) return 0;
-    rng_stream s;
-    rng_stream_at(&s, key, (uint32_t)k, 0);
-    double log_keep = levels[k].log_keep;
-    uint64_t pos = 0; /* next candidate */
-    for (int first = 1;; first = 0) {
-        double v = rng_open01(&s);
-        double gap = floor((first ? log1p(-v * any) : log(v)) / log_keep);
-        if (first && gap >= (double)n) gap = (double)n - 1; /* rounding at the top */
-        if (gap >= (double)(n - pos)) break;
-        uint64_t b = pos + (uint64_t)gap;
-        while (r < rarer->n && rarer->v[r].pos < b) r++;
-        if (!(r < rarer->n && rarer->v[r].pos == b)) {
-            double u = level_u(key, k, b);
-            if ((keep_all || u < q) && push(out, b, u)) return -1;
-        }
-        pos = b + 1;
-        if (pos >= n) break;
+    for (size_t i = 0; i < out->n; i++) out->v[i].u = level_u(key, k, out->v[i].pos);
+    if (!keep_all) {
+        size_t kept = 0;
+        for (size_t i = 0; i < out->n; i++)
+            if (out->v[i].u < q) out->v[kept++] = out->v[i];
+        out->n = kept;
     }
     return 0;
 }
@@ -160,10 +198,12 @@ int nested_draw(rng_key key, uint64_t n, double q, nested_list *out) {
     /* The level being drawn and the merge target reuse out's working memory. */
     nested_list lvl = {.v = out->work[0], .cap = out->work_cap[0]};
     nested_list tmp = {.v = out->work[1], .cap = out->work_cap[1]};
+    double first[NESTED_LEVELS + 2];
+    first_units(key, j, first);
     int rc = 0;
     for (int k = NESTED_LEVELS; k >= j && rc == 0; k--) {
         /* Every member of a rarer level is below q; level j is filtered. */
-        if (draw_level(key, k, n, out, k > j || q >= 1.0, q, &lvl)) rc = -1;
+        if (draw_level(key, k, n, first[k], out, k > j || q >= 1.0, q, &lvl)) rc = -1;
         else if (lvl.n && out->n == 0) swap_items(out, &lvl);
         else if (lvl.n && merge(out, &lvl, &tmp)) rc = -1;
         else if (lvl.n) swap_items(out, &tmp);

@@ -405,6 +405,10 @@ typedef struct engine {
     /* bank rates */
     uint64_t cache_id[BANK_CACHE];  /* flat bank + 1; 0 = empty */
     bank_rates cache[BANK_CACHE];
+    /* the last row and wordline looked up (+ 1; 0 = none) and their answers */
+    uint64_t row_last, wl_last;
+    double row_last_factor;
+    int wl_last_weak;
     /* scratch */
     nested_list hits;
     survivor *sv;
@@ -439,13 +443,18 @@ static void field_range(const geometry *g, int f, uint64_t a0, uint64_t *lo, uin
     *n = 1ull << below;
 }
 
-/* Whether the wordline of cell c, (bank, row), is weak. */
-static int wordline_is_weak(const engine *e, const cell *c) {
+/* Whether the wordline of cell c, (bank, row), is weak (the last answer is
+ * kept, as cell_weight keeps the last row factor). */
+static int wordline_is_weak(engine *e, const cell *c) {
     cell line = *c;
     line.f[GEO_CO] = 0;
     line.bit = 0;
-    return hash_unit(e->key_wl, geometry_cell_index(e->geo, &line), DOMAIN_LINE) <
-           e->sp.wl_fraction;
+    uint64_t id = geometry_cell_index(e->geo, &line);
+    if (id + 1 != e->wl_last) {
+        e->wl_last = id + 1;
+        e->wl_last_weak = hash_unit(e->key_wl, id, DOMAIN_LINE) < e->sp.wl_fraction;
+    }
+    return e->wl_last_weak;
 }
 
 /* Upper bounds over the block at a0: of the spatial weight, and of each
@@ -494,9 +503,13 @@ static void block_bounds(engine *e, uint64_t a0, double *w_max, double g_max[3])
 }
 
 /* The spatial weight of a cell (activation and precharge). */
-static double cell_weight(const engine *e, const cell *c) {
+static double cell_weight(engine *e, const cell *c) {
     const spatial *s = &e->sp;
-    double w = column_factor(s, c->f[GEO_CO]) * row_factor(s, c->f[GEO_RO]);
+    if (c->f[GEO_RO] + 1ull != e->row_last) { /* a block's cells share a row or a few */
+        e->row_last = c->f[GEO_RO] + 1ull;
+        e->row_last_factor = row_factor(s, c->f[GEO_RO]);
+    }
+    double w = column_factor(s, c->f[GEO_CO]) * e->row_last_factor;
     if (s->bl_fraction > 0) {
         cell line = *c;  /* the bitline: (bank, subarray, column, bit) */
         line.f[GEO_RO] = c->f[GEO_RO] - c->f[GEO_RO] % s->rows;
@@ -549,7 +562,7 @@ static int push_survivor(engine *e, uint64_t bit, uint8_t kind) {
 
 /* Whether candidate (cell c at address bit `at` in a bank with rates b,
  * critical value u) fails in mechanism m. */
-static int candidate_fails(const engine *e, int m, uint64_t at, const cell *c,
+static int candidate_fails(engine *e, int m, uint64_t at, const cell *c,
                            const bank_rates *b, double u) {
     const dram_error_params *p = e->p;
     if (m == MECH_RET) return u < b->g[MECH_RET];
@@ -596,7 +609,7 @@ static int do_block(engine *e, uint64_t block, fmap *out, apx_error *err) {
             uint64_t at = a0 * 8 + e->hits.v[i].pos, bit = logical_bit(e, at);
             if (bit == UINT64_MAX) continue;
             cell c;
-            geometry_addr_to_cell(e->geo, at >> 3, (unsigned)(at & 7), &c, err);
+            geometry_decode(e->geo, at >> 3, (unsigned)(at & 7), &c);
             const bank_rates *b = rates_of_bank(e, flat_bank(e->geo, &c));
             if (!candidate_fails(e, m, at, &c, b, e->hits.v[i].u)) continue;
             uint8_t kind = (m <= MECH_PRE && !p->data_dependent) ? FAULT_FLIP : dd_kind(p, &c);
