@@ -122,49 +122,49 @@ static int push(nested_list *l, uint64_t pos) {
     return 0;
 }
 
-/* The members of level k (positions not in `rarer`, which is sorted), with
- * their u, kept if keep_all or u < q; written to out in position order.
- * Positions first, then their u in one loop (independent blocks, see
- * first_units), then the filter. */
-static int draw_level(rng_key key, int k, uint64_t n, double first, const nested_list *rarer,
-                      int keep_all, double q, nested_list *out) {
-    out->n = 0;
-    size_t r = 0;
-    if (levels[k].rate >= 1.0) { /* every position not in a rarer level */
-        for (uint64_t b = 0; b < n; b++) {
-            if (r < rarer->n && rarer->v[r].pos == b) { r++; continue; }
-            if (push(out, b)) return -1;
-        }
-    } else {
-        /* Whether the level has any member among the n positions (rare
-         * levels mostly have none); if it has, the first gap is geometric
-         * truncated to [0, n), the later ones plain geometric, from the
-         * level's own stream. */
-        double any = p_any(n)[k];
-        if (!(first < any)) return 0;
-        level_stream s = {.key = key, .domain = (uint32_t)k, .used = 4 * STREAM_BLOCKS};
-        double log_keep = levels[k].log_keep;
-        uint64_t pos = 0; /* next candidate */
-        for (int first_gap = 1;; first_gap = 0) {
-            double v = stream_open01(&s);
-            double gap = floor((first_gap ? log1p(-v * any) : log(v)) / log_keep);
-            if (first_gap && gap >= (double)n) gap = (double)n - 1; /* rounding at the top */
-            if (gap >= (double)(n - pos)) break;
-            uint64_t b = pos + (uint64_t)gap;
-            while (r < rarer->n && rarer->v[r].pos < b) r++;
-            if (!(r < rarer->n && rarer->v[r].pos == b) && push(out, b)) return -1;
-            pos = b + 1;
-            if (pos >= n) break;
-        }
+/* The candidates of level k into cand, in position order: every position its
+ * stream picks among the n, members of rarer levels included (they are
+ * skipped by the caller, which is what makes a candidate's level the rarest
+ * that picks it). */
+static int level_candidates(rng_key key, int k, uint64_t n, double first, nested_list *cand) {
+    cand->n = 0;
+    if (levels[k].rate >= 1.0) { /* every position */
+        if (reserve(cand, n)) return -1;
+        for (uint64_t b = 0; b < n; b++) cand->v[b].pos = b;
+        cand->n = n;
+        return 0;
     }
-    for (size_t i = 0; i < out->n; i++) out->v[i].u = level_u(key, k, out->v[i].pos);
-    if (!keep_all) {
-        size_t kept = 0;
-        for (size_t i = 0; i < out->n; i++)
-            if (out->v[i].u < q) out->v[kept++] = out->v[i];
-        out->n = kept;
+    /* Whether the level has any candidate among the n positions (rare levels
+     * mostly have none); if it has, the first gap is geometric truncated to
+     * [0, n), the later ones plain geometric, from the level's own stream. */
+    double any = p_any(n)[k];
+    if (!(first < any)) return 0;
+    level_stream s = {.key = key, .domain = (uint32_t)k, .used = 4 * STREAM_BLOCKS};
+    double log_keep = levels[k].log_keep;
+    uint64_t pos = 0; /* next position */
+    for (int first_gap = 1;; first_gap = 0) {
+        double v = stream_open01(&s);
+        double gap = floor((first_gap ? log1p(-v * any) : log(v)) / log_keep);
+        if (first_gap && gap >= (double)n) gap = (double)n - 1; /* rounding at the top */
+        if (gap >= (double)(n - pos)) break;
+        uint64_t b = pos + (uint64_t)gap;
+        if (push(cand, b)) return -1;
+        pos = b + 1;
+        if (pos >= n) break;
     }
     return 0;
+}
+
+/* The u of each item of l, a member of level k, in one loop (independent
+ * blocks, see first_units); then, unless keep_all, only the items with
+ * u < q are kept. */
+static void set_u(rng_key key, int k, int keep_all, double q, nested_list *l) {
+    for (size_t i = 0; i < l->n; i++) l->v[i].u = level_u(key, k, l->v[i].pos);
+    if (keep_all) return;
+    size_t kept = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].u < q) l->v[kept++] = l->v[i];
+    l->n = kept;
 }
 
 /* out = a merged with b (both sorted by position, disjoint). */
@@ -186,6 +186,93 @@ static void swap_items(nested_list *a, nested_list *b) {
     b->v = v, b->n = n, b->cap = cap;
 }
 
+/* Levels k = NESTED_LEVELS .. j of a long stream: out holds the members of
+ * the rarer levels so far, sorted; each level's candidates not in out are
+ * its members, merged in. */
+static int draw_merged(rng_key key, uint64_t n, double q, int j, const double *first,
+                       nested_list *lvl, nested_list *tmp, nested_list *out) {
+    for (int k = NESTED_LEVELS; k >= j; k--) {
+        if (level_candidates(key, k, n, first[k], lvl)) return -1;
+        size_t r = 0, kept = 0;
+        for (size_t i = 0; i < lvl->n; i++) {
+            uint64_t b = lvl->v[i].pos;
+            while (r < out->n && out->v[r].pos < b) r++;
+            if (!(r < out->n && out->v[r].pos == b)) lvl->v[kept++].pos = b;
+        }
+        lvl->n = kept;
+        /* Every member of a rarer level is below q; level j is filtered. */
+        set_u(key, k, k > j || q >= 1.0, q, lvl);
+        if (lvl->n && out->n == 0) swap_items(out, lvl);
+        else if (lvl->n && merge(out, lvl, tmp)) return -1;
+        else if (lvl->n) swap_items(out, tmp);
+    }
+    return 0;
+}
+
+/* The same for a short stream (n <= NESTED_MARKS), where a bit per position
+ * marks the members so far and holds their u: no merges, and out is read
+ * off the marks in position order at the end, through a second level of
+ * bits (one per word of marks in use) so that a sparse draw reads a few
+ * words. The marks are all clear between calls (cleared as they are read). */
+#define NESTED_MARKS 65536
+
+static int draw_marked(rng_key key, uint64_t n, double q, int j, const double *first,
+                       nested_list *lvl, nested_list *out) {
+    if (n > out->mark_cap) { /* marks for a multiple of 4096 positions */
+        uint64_t cap = (n + 4095) / 4096 * 4096;
+        uint64_t *mark = calloc(cap / 64 + cap / 4096, sizeof *mark);
+        double *mark_u = malloc(cap * sizeof *mark_u);
+        if (!mark || !mark_u) {
+            free(mark);
+            free(mark_u);
+            return -1;
+        }
+        free(out->mark);
+        free(out->mark_u);
+        out->mark = mark;
+        out->mark_u = mark_u;
+        out->mark_cap = cap;
+    }
+    uint64_t *mark = out->mark, *summary = out->mark + out->mark_cap / 64;
+    double *mark_u = out->mark_u;
+    size_t members = 0;
+    int rc = 0;
+    for (int k = NESTED_LEVELS; k >= j; k--) {
+        if (level_candidates(key, k, n, first[k], lvl)) {
+            rc = -1; /* the marks set so far are cleared below */
+            break;
+        }
+        size_t kept = 0;
+        for (size_t i = 0; i < lvl->n; i++) {
+            uint64_t b = lvl->v[i].pos;
+            lvl->v[kept].pos = b;
+            kept += !(mark[b / 64] >> (b % 64) & 1);
+        }
+        lvl->n = kept;
+        set_u(key, k, k > j || q >= 1.0, q, lvl);
+        for (size_t i = 0; i < lvl->n; i++) {
+            uint64_t b = lvl->v[i].pos;
+            mark[b / 64] |= 1ull << (b % 64);
+            summary[b / 4096] |= 1ull << (b / 64 % 64);
+            mark_u[b] = lvl->v[i].u;
+        }
+        members += lvl->n;
+    }
+    if (rc == 0) rc = reserve(out, members);
+    for (uint64_t s = 0; members && s < (n + 4095) / 4096; s++) {
+        for (uint64_t sm = summary[s]; sm; sm &= sm - 1) {
+            uint64_t w = s * 64 + (uint64_t)__builtin_ctzll(sm);
+            for (uint64_t m = mark[w]; m && rc == 0; m &= m - 1) {
+                uint64_t b = w * 64 + (uint64_t)__builtin_ctzll(m);
+                out->v[out->n++] = (nested_hit){b, mark_u[b]};
+            }
+            mark[w] = 0;
+        }
+        summary[s] = 0;
+    }
+    return rc;
+}
+
 int nested_draw(rng_key key, uint64_t n, double q, nested_list *out) {
     out->n = 0;
     if (!(q > 0.0) || n == 0) return 0;
@@ -193,21 +280,14 @@ int nested_draw(rng_key key, uint64_t n, double q, nested_list *out) {
     /* The level that contains q: 2^-(j+1) <= q < 2^-j. */
     int j = q >= 1.0 ? 0 : (int)floor(-log2(q));
     if (j > NESTED_LEVELS) j = NESTED_LEVELS;
-    /* out holds the members of the rarer levels so far (sorted); each level
-     * is drawn among the positions not in it and merged in. */
-    /* The level being drawn and the merge target reuse out's working memory. */
-    nested_list lvl = {.v = out->work[0], .cap = out->work_cap[0]};
-    nested_list tmp = {.v = out->work[1], .cap = out->work_cap[1]};
     double first[NESTED_LEVELS + 2];
     first_units(key, j, first);
-    int rc = 0;
-    for (int k = NESTED_LEVELS; k >= j && rc == 0; k--) {
-        /* Every member of a rarer level is below q; level j is filtered. */
-        if (draw_level(key, k, n, first[k], out, k > j || q >= 1.0, q, &lvl)) rc = -1;
-        else if (lvl.n && out->n == 0) swap_items(out, &lvl);
-        else if (lvl.n && merge(out, &lvl, &tmp)) rc = -1;
-        else if (lvl.n) swap_items(out, &tmp);
-    }
+    /* The candidates of a level and the merge target reuse out's working
+     * memory. */
+    nested_list lvl = {.v = out->work[0], .cap = out->work_cap[0]};
+    nested_list tmp = {.v = out->work[1], .cap = out->work_cap[1]};
+    int rc = n <= NESTED_MARKS ? draw_marked(key, n, q, j, first, &lvl, out)
+                               : draw_merged(key, n, q, j, first, &lvl, &tmp, out);
     out->work[0] = lvl.v;
     out->work_cap[0] = lvl.cap;
     out->work[1] = tmp.v;
@@ -218,6 +298,8 @@ int nested_draw(rng_key key, uint64_t n, double q, nested_list *out) {
 
 void nested_list_free(nested_list *l) {
     free(l->v);
+    free(l->mark);
+    free(l->mark_u);
     free(l->work[0]);
     free(l->work[1]);
     *l = (nested_list){0};

@@ -50,6 +50,9 @@ typedef struct nested_list {
      * thousands of blocks); freed by nested_list_free */
     nested_hit *work[2];
     size_t work_cap[2];
+    uint64_t *mark;    /* short streams: a bit per position, clear between calls */
+    double *mark_u;    /* ... and the u of each marked position */
+    uint64_t mark_cap; /* positions the marks hold */
 } nested_list;
 
 /* Replaces out's content by the positions of [0, n) with u < q (q >= 1: every

@@ -102,10 +102,17 @@ static void test_equals_simple_form(void) {
     rng_stream s;
     rng_stream_at(&s, rng_key_make(7, 1, 2), 0, 0);
     nested_list l = {0};
-    for (int trial = 0; trial < 200; trial++) {
-        uint64_t n = rng_below(&s, trial < 20 ? 40 : 5000);
+    /* Short streams are drawn with marks, long ones with merges (nested.c,
+     * the switch at 65536 positions): sizes on both sides and at it, mixed
+     * in one list so that marks left behind by a call would show. */
+    static const uint64_t sizes[] = {65535, 65536, 65537, 70000, 64, 200000, 1};
+    enum { N_SIZES = sizeof sizes / sizeof sizes[0] };
+    for (int trial = 0; trial < 200 + 2 * N_SIZES; trial++) {
+        uint64_t n = trial >= 200 ? sizes[(trial - 200) % N_SIZES]
+                                  : rng_below(&s, trial < 20 ? 40 : 5000);
         double q = trial % 10 == 0 ? 1.0 + rng_unit(&s) : exp(-rng_unit(&s) * 16);
         if (trial % 37 == 0) q = 0.5; /* a level boundary */
+        if (trial >= 200 && q > 0.01) q = 0.01 * q; /* a reference that runs in ms */
         rng_key key = rng_key_make((uint64_t)trial, 3, 4);
         uint64_t *pos = malloc((n + 1) * sizeof *pos);
         double *u = malloc((n + 1) * sizeof *u);
