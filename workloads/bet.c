@@ -203,19 +203,6 @@ static int tap_missing(uint32_t cls, uint32_t t) {
            (kw == 2 && (cls & 8));
 }
 
-/* popcount of bits [from, from + len) of a bit vector */
-static uint32_t popcount_range(const uint64_t *v, uint64_t from, uint64_t len) {
-    uint32_t s = 0;
-    while (len) {
-        uint64_t w = from / 64, sh = from % 64, take = 64 - sh < len ? 64 - sh : len;
-        uint64_t mask = take == 64 ? ~0ull : ((1ull << take) - 1);
-        s += (uint32_t)__builtin_popcountll(v[w] >> sh & mask);
-        from += take;
-        len -= take;
-    }
-    return s;
-}
-
 static void net_free(bet_net *n) {
     if (n->lay)
         for (uint32_t l = 0; l < n->nl; l++) {
@@ -270,7 +257,7 @@ static int net_layer_init(bet_net *n, uint32_t l, size_t *il_words) {
         N->rowpc = malloc(N->O * sizeof *N->rowpc);
         if (!N->rowpc) return -1;
         for (uint32_t o = 0; o < N->O; o++)
-            N->rowpc[o] = (int32_t)popcount_range(k->rm + (size_t)o * L->words, 0, L->in);
+            N->rowpc[o] = (int32_t)bnn_popcount_range(k->rm + (size_t)o * L->words, 0, L->in);
     }
     if (L->kind == BNN_CONV_BIN) {
         /* a over the valid taps = the kernel's full sum (missing taps read
@@ -280,7 +267,7 @@ static int net_layer_init(bet_net *n, uint32_t l, size_t *il_words) {
         for (uint32_t o = 0; o < N->O; o++) {
             int32_t ts[9];
             for (uint32_t t = 0; t < 9; t++)
-                ts[t] = 2 * (int32_t)popcount_range(k->rm + (size_t)o * L->words,
+                ts[t] = 2 * (int32_t)bnn_popcount_range(k->rm + (size_t)o * L->words,
                                                     (uint64_t)t * N->C, N->C) - (int32_t)N->C;
             for (uint32_t c = 0; c < CONV_CLASSES; c++)
                 for (uint32_t t = 0; t < 9; t++)
@@ -537,7 +524,7 @@ static void trace_u8(bet_work *w, const net_layer *N, const uint8_t *px, uint32_
                 pl[(size_t)b * words + j / 64] |= (uint64_t)(p >> b & 1) << (j % 64);
         }
         for (uint32_t b = 0; b < 8; b++)
-            plane_pc[i * 8 + b] = (int32_t)popcount_range(pl + (size_t)b * words, 0, n);
+            plane_pc[i * 8 + b] = (int32_t)bnn_popcount_range(pl + (size_t)b * words, 0, n);
     }
     kern_out o = {w->tmp, N->astride, NULL, 0, NULL, 0};
     K->bin(&N->kl, w->cols, words, nq * 8, &o);

@@ -445,8 +445,7 @@ void bnn_workspace_free(bnn_workspace *ws) {
 
 /* ---- per-call preparation ------------------------------------------------ */
 
-/* popcount of bits [from, from + len) of a bit vector */
-static uint32_t popcount_range(const uint64_t *v, uint64_t from, uint64_t len) {
+uint32_t bnn_popcount_range(const uint64_t *v, uint64_t from, uint64_t len) {
     uint32_t s = 0;
     while (len) {
         uint64_t w = from / 64, sh = from % 64, take = 64 - sh < len ? 64 - sh : len;
@@ -518,7 +517,7 @@ static void prepare(const bnn_model *m, const uint64_t *image, bnn_workspace *ws
             for (uint32_t o = 0; o < L->out; o++) {
                 int32_t ts[9];
                 for (uint32_t t = 0; t < 9; t++)
-                    ts[t] = 2 * (int32_t)popcount_range(k->rm + (size_t)o * L->words,
+                    ts[t] = 2 * (int32_t)bnn_popcount_range(k->rm + (size_t)o * L->words,
                                                         (uint64_t)t * L->in_c, L->in_c) -
                             (int32_t)L->in_c;
                 for (uint32_t c = 1; c < CONV_CLASSES; c++) {

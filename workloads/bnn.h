@@ -223,4 +223,7 @@ void bnn_hash_hex(const bnn_model *m, char out[17]);
  * the run does not start on a word. Packs activations for convolutions. */
 void bnn_bits_or(uint64_t *dst, uint64_t d, const uint64_t *src, uint64_t s, uint32_t len);
 
+/* The number of set bits among bits [from, from + len) of a bit vector. */
+uint32_t bnn_popcount_range(const uint64_t *v, uint64_t from, uint64_t len);
+
 #endif
