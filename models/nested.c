@@ -1,11 +1,15 @@
 /* nested.c - dyadic levels and geometric skipping (see nested.h).
  *
  * Hot path of every fault map: the levels' constants come from a table made
- * once, members are merged into the sorted result level by level (each level
- * is drawn in position order, so no sort is needed), and the result itself
- * is the list of rarer members that the next level skips over. The output is
- * the same as drawing each level and sorting at the end, which
- * tests/test_nested.c checks against that simple form. */
+ * once; each level's candidates come in position order from its own stream,
+ * and the ones in a rarer level are skipped either by a walk along the
+ * sorted members so far, into which each level is merged (long streams), or
+ * by a bit per position, read off in order at the end (short streams: every
+ * DRAM and RRAM block), so no sort is needed. Independent Philox blocks
+ * (whether each level has members, a member's u) are made in plain loops
+ * whose latencies overlap. The output is the same as drawing each level and
+ * sorting at the end, which tests/test_nested.c checks against that simple
+ * form. */
 #include "nested.h"
 
 #include <math.h>
@@ -55,9 +59,7 @@ static const double *p_any(uint64_t n) {
 
 /* The uniforms in [0, 1) that decide whether levels j..NESTED_LEVELS have
  * any member: two levels per Philox block, so that the many empty rare
- * levels of a small region cost half a block each and no logarithm. The
- * blocks are independent and computed in one loop, which overlaps their
- * latencies (a draw is mostly Philox latency). */
+ * levels of a small region cost half a block each and no logarithm. */
 static void first_units(rng_key key, int j, double unit[NESTED_LEVELS + 2]) {
     for (int b = j / 2; b <= NESTED_LEVELS / 2; b++) {
         rng_ctr c = {{(uint32_t)b, 0, DOMAIN_FIRST, 0}};
@@ -68,8 +70,7 @@ static void first_units(rng_key key, int j, double unit[NESTED_LEVELS + 2]) {
 }
 
 /* A level's stream of open uniforms: rng_stream's sequence (domain k, from
- * block 0, read through rng_open01), generated STREAM_BLOCKS blocks at a
- * time for the same reason. */
+ * block 0, read through rng_open01), made STREAM_BLOCKS blocks at a time. */
 #define STREAM_BLOCKS 2
 
 typedef struct level_stream {
@@ -155,9 +156,8 @@ static int level_candidates(rng_key key, int k, uint64_t n, double first, nested
     return 0;
 }
 
-/* The u of each item of l, a member of level k, in one loop (independent
- * blocks, see first_units); then, unless keep_all, only the items with
- * u < q are kept. */
+/* The u of each item of l, a member of level k; then, unless keep_all, only
+ * the items with u < q are kept. */
 static void set_u(rng_key key, int k, int keep_all, double q, nested_list *l) {
     for (size_t i = 0; i < l->n; i++) l->v[i].u = level_u(key, k, l->v[i].pos);
     if (keep_all) return;
