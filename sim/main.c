@@ -143,6 +143,7 @@ out:
     bnn_free(&model);
     dataset_free(&train);
     dataset_free(&test);
+    train_recipe_free(&r);
     cfg_free(doc);
     return rc ? cli_report(NULL, &err) : 0;
 }
@@ -668,6 +669,7 @@ static int cmd_check(int argc, char **argv) {
             printf("%s: training recipe '%s', %u layers, %u epochs, seed %llu -> %s\n", argv[1],
                    r.name, r.n_widths - 1, r.epochs, (unsigned long long)r.seed,
                    r.output ? r.output : "(no output)");
+        train_recipe_free(&r);
     } else {
         rc = cfg_fail(root, &err,
                       "not a sweep (no 'operating_points') or a training recipe (no 'layers')");

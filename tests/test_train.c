@@ -1521,6 +1521,61 @@ static void test_device_uniform_flips(void) {
     cfg_free(doc);
 }
 
+/* Device-aware flips from device files, named as a sweep names them: the
+ * DDR4 profile over a tRCD curriculum (persistent maps, so the harsher step
+ * flips a superset) and the RRAM profile at a programming energy; a file
+ * that is not there is an input error at the recipe's position. */
+static void test_device_files(void) {
+    static const struct { const char *file, *point; } devs[] = {
+        {"ddr4-2400-8gb-x8.yaml", "{trcd: 10.4}},\n {epoch: 1, operating_point: {trcd: 10.0}"},
+        {"rram-hfo2-2t2r.yaml", "{energy_pj: 0.2}},\n {epoch: 1, operating_point: {energy_pj: 0.1}"},
+    };
+    for (size_t d = 0; d < sizeof devs / sizeof devs[0]; d++) {
+        char text[1024];
+        snprintf(text, sizeof text,
+                 "layers: [784, 256, 256, 10]\nepochs: 2\nflip:\n"
+                 "  device: %s/configs/devices/%s\n  persistent: true\n"
+                 "  curriculum: [{epoch: 0, operating_point: %s}]\n",
+                 APXSIM_SOURCE_ROOT, devs[d].file, devs[d].point);
+        train_recipe r;
+        apx_error err = {0};
+        cfg_doc *doc = NULL;
+        CU_ASSERT_EQUAL_FATAL(parse(text, &r, &err, &doc), APX_OK);
+        CU_ASSERT_PTR_NOT_NULL(r.flip.device_doc);
+        bnn_model m;
+        train_net *net = flip_net(&r, &m);
+        train_flipper f;
+        CU_ASSERT_EQUAL_FATAL(train_flipper_init(&f, &r.flip, r.seed, net, &m, &err), APX_OK);
+        uint64_t *mild[3], *harsh[3], n_mild, n_harsh;
+        size_t nm[3], nh[3];
+        CU_ASSERT_EQUAL_FATAL(train_flipper_draw(&f, net, 0, 0, &n_mild, &err), APX_OK);
+        save_flips(net, mild, nm);
+        CU_ASSERT_EQUAL_FATAL(train_flipper_draw(&f, net, 1, 0, &n_harsh, &err), APX_OK);
+        save_flips(net, harsh, nh);
+        CU_ASSERT(n_mild > 0 && n_harsh > n_mild);
+        for (uint32_t l = 0; l < 3; l++) {
+            CU_ASSERT_EQUAL(shared(mild[l], nm[l], harsh[l], nh[l]), nm[l]);
+            free(mild[l]);
+            free(harsh[l]);
+        }
+        train_flipper_free(&f);
+        train_net_free(net);
+        bnn_free(&m);
+        train_recipe_free(&r);
+        CU_ASSERT_PTR_NULL(r.flip.device_doc);
+        cfg_free(doc);
+    }
+    train_recipe r;
+    apx_error err = {0};
+    CU_ASSERT_EQUAL(parse("layers: [784, 16, 10]\nflip:\n  device: /nonexistent/dev.yaml\n"
+                          "  operating_point: {trcd: 10}\n",
+                          &r, &err, NULL),
+                    APX_EINPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "recipe.yaml:3:11: device:"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "/nonexistent/dev.yaml"));
+    train_recipe_free(&r);
+}
+
 /* Device faults of every kind become sign flips only where they change the
  * stored bit (1 <-> wb > 0; the output layer's bits inverted when Scale < 0,
  * as export stores them). */
@@ -1858,6 +1913,7 @@ void add_train_suite(void) {
                {"flip gradients: mask inverts, STE passes", test_flip_gradient_mask_vs_ste},
                {"flips at rate p, fresh or persistent, nested", test_flip_rates},
                {"uniform device flips equal plain flips", test_device_uniform_flips},
+               {"device files: DDR4 and RRAM flips, nested", test_device_files},
                {"device faults become sign flips", test_flips_from_faults},
                {"curriculum applied per epoch", test_curriculum},
                {"flip training is reproducible", test_flip_determinism},

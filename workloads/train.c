@@ -379,6 +379,16 @@ static int read_flip(const cfg_node *fl, train_recipe *r, apx_error *err) {
     if (!op == !cur)
         return cfg_fail(fl, err, "flip: with a device give exactly one of 'operating_point' or "
                         "'curriculum'");
+    /* `device:` is the device's mapping, or the path of a YAML file holding
+     * it (configs/devices/), as in a sweep. */
+    if (dev_at->kind == CFG_SCALAR) {
+        if (!(f->device_doc = cfg_load_file(dev_at->scalar, err))) {
+            apx_wrap(err, "%s:%d:%d: device: ", dev_at->file, dev_at->line, dev_at->col);
+            err->code = APX_EINPUT; /* a missing or unreadable file the recipe names */
+            return err->code;
+        }
+        dev_at = cfg_root(f->device_doc);
+    }
     /* Create the device once to check its section and the points. */
     device *dev = NULL;
     if (device_create(dev_at, &dev, err)) return err->code;
@@ -415,6 +425,13 @@ static int read_objective(const cfg_node *root, train_recipe *r, apx_error *err)
                         "'bn_reestimate_ber' needs 'bn_recalibrate: N' (the samples the BN "
                         "statistics are re-estimated over)");
     return APX_OK;
+}
+
+void train_recipe_free(train_recipe *r) {
+    if (!r->flip.device_doc) return;
+    cfg_free(r->flip.device_doc);
+    r->flip.device_doc = NULL;
+    r->flip.device = NULL; /* it pointed into the file */
 }
 
 int train_recipe_from_yaml(const cfg_node *root, train_recipe *r, apx_error *err) {

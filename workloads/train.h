@@ -82,7 +82,9 @@ typedef struct train_flip {
     int on;
     train_flip_grad gradient;
     int persistent;
-    const cfg_node *device;       /* NULL: plain flips; else the device section (in the doc) */
+    const cfg_node *device;       /* NULL: plain flips; else the device section (in the
+                                     recipe's doc, or the root of device_doc) */
+    cfg_doc *device_doc;          /* owned: the device file 'device' names, or NULL */
     geometry geo;                 /* device: the memory holding the weights */
     uint64_t base_addr;           /* device: byte address of the packed weights */
     uint32_t n_steps;             /* 1 .. TRAIN_MAX_CURRICULUM when on */
@@ -158,6 +160,9 @@ void train_recipe_defaults(train_recipe *r);
  * recipe's use. A device section is checked by creating the device once
  * (unknown kinds, keys, knobs and out-of-range points are refused). */
 int train_recipe_from_yaml(const cfg_node *root, train_recipe *r, apx_error *err);
+/* Frees what a recipe owns (the device file its flip section named). Call
+ * it after train_recipe_from_yaml, whatever that returned. */
+void train_recipe_free(train_recipe *r);
 
 typedef struct train_epoch_stats {
     uint32_t epoch, epochs;
