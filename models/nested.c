@@ -106,8 +106,9 @@ static double level_u(rng_key key, int k, uint64_t pos) {
     return levels[k].lo + unit * levels[k].width;
 }
 
-static int reserve(nested_list *l, size_t n) {
+static int reserve(nested_list *l, uint64_t n) {
     if (n <= l->cap) return 0;
+    if (n > SIZE_MAX / sizeof(nested_hit) / 2) return -1; /* cannot be held */
     size_t cap = l->cap ? l->cap : 64;
     while (cap < n) cap *= 2;
     nested_hit *v = realloc(l->v, cap * sizeof *v);
