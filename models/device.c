@@ -19,6 +19,17 @@ const device_ops *device_find(const char *kind) {
     return NULL;
 }
 
+const cfg_node *device_section(const cfg_node *at, cfg_doc **doc, apx_error *err) {
+    *doc = NULL;
+    if (at->kind != CFG_SCALAR) return at;
+    if (!(*doc = cfg_load_file(at->scalar, err))) {
+        apx_wrap(err, "%s:%d:%d: device: ", at->file, at->line, at->col);
+        err->code = APX_EINPUT; /* a missing or unreadable file the config names */
+        return NULL;
+    }
+    return cfg_root(*doc);
+}
+
 int device_create(const cfg_node *node, device **out, apx_error *err) {
     *out = NULL;
     if (!node || node->kind != CFG_MAP)

@@ -119,6 +119,13 @@ const device_ops *device_find(const char *kind);
 int device_create(const cfg_node *node, device **out, apx_error *err);
 void device_destroy(device *d);
 
+/* The device section a config gives at `at` (a sweep's `device:`, a
+ * training recipe's `flip.device`): the mapping itself, or, when `at` is a
+ * scalar, the root of the YAML file it names (configs/devices/; read from
+ * the current directory into *doc, which the caller frees). NULL when that
+ * file cannot be read: an APX_EINPUT error that names at's position. */
+const cfg_node *device_section(const cfg_node *at, cfg_doc **doc, apx_error *err);
+
 /* Number of knobs of a device kind. */
 int device_knob_count(const device_ops *ops);
 

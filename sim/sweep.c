@@ -265,15 +265,8 @@ int sweep_plan_from_doc(cfg_doc *doc, const char *path, sweep_plan *p, apx_error
     /* `device:` is the device's mapping, or the path of a YAML file holding
      * it (configs/devices/), read as if it were written here. */
     p->device_node = cfg_find(root, "device");
-    if (p->device_node && p->device_node->kind == CFG_SCALAR) {
-        if (!(p->device_doc = cfg_load_file(p->device_node->scalar, err))) {
-            apx_wrap(err, "%s:%d:%d: device: ", path ? path : "(config)", p->device_node->line,
-                     p->device_node->col);
-            err->code = APX_EINPUT; /* a missing or unreadable file the config names */
-            goto fail;
-        }
-        p->device_node = cfg_root(p->device_doc);
-    }
+    if (p->device_node && !(p->device_node = device_section(p->device_node, &p->device_doc, err)))
+        goto fail;
     if (device_create(p->device_node, &p->dev, err)) goto fail;
     p->points_at = cfg_find(root, "operating_points");
     if (!p->points_at) {

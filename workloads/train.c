@@ -379,16 +379,8 @@ static int read_flip(const cfg_node *fl, train_recipe *r, apx_error *err) {
     if (!op == !cur)
         return cfg_fail(fl, err, "flip: with a device give exactly one of 'operating_point' or "
                         "'curriculum'");
-    /* `device:` is the device's mapping, or the path of a YAML file holding
-     * it (configs/devices/), as in a sweep. */
-    if (dev_at->kind == CFG_SCALAR) {
-        if (!(f->device_doc = cfg_load_file(dev_at->scalar, err))) {
-            apx_wrap(err, "%s:%d:%d: device: ", dev_at->file, dev_at->line, dev_at->col);
-            err->code = APX_EINPUT; /* a missing or unreadable file the recipe names */
-            return err->code;
-        }
-        dev_at = cfg_root(f->device_doc);
-    }
+    /* `device:` is the device's mapping, or the path of a device file. */
+    if (!(dev_at = device_section(dev_at, &f->device_doc, err))) return err->code;
     /* Create the device once to check its section and the points. */
     device *dev = NULL;
     if (device_create(dev_at, &dev, err)) return err->code;
